@@ -1,0 +1,27 @@
+"""The ``editprobe`` command: one click group; each pipeline contributes its subcommands."""
+
+from __future__ import annotations
+
+import click
+
+from editprobe import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="editprobe")
+def main() -> None:
+    """editprobe: measure how much a model edit raises a language model's uncertainty.
+
+    \b
+    Pipelines:
+      convert / build    real editing benchmarks -> the six-level perturbation set (HF dataset)
+    """
+
+
+def _register() -> None:
+    from dataset_builder.cli import convert
+
+    main.add_command(convert)
+
+
+_register()

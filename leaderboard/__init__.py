@@ -1,0 +1,1 @@
+"""leaderboard: validate results files and render a static site."""
