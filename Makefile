@@ -13,7 +13,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 install: $(STAMP)
 
 # torch first, from the pinned CPU wheel: an unpinned torch (pulled in by a dependency) is a multi-GB CUDA build.
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml $(wildcard */__init__.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

@@ -15,13 +15,17 @@ def main() -> None:
     \b
     Pipelines:
       convert / build    real editing benchmarks -> the six-level perturbation set (HF dataset)
+      run / merge        score an editor on a model: standard metrics, U before/after, ΔU
+      tasks              list, show, validate benchmark tasks
     """
 
 
 def _register() -> None:
+    from benchmark.cli import merge, run, tasks
     from dataset_builder.cli import convert
 
-    main.add_command(convert)
+    for command in (convert, run, merge, tasks):
+        main.add_command(command)
 
 
 _register()
