@@ -80,7 +80,8 @@ def run(task, editor, hparams, model, dtype, device, limit, dataset_path, num_sh
 @click.command()
 @click.argument("shard_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def merge(shard_dirs, output_dir):
+@click.option("--task", "task_file", default=None, help="Task file, when the shards ran one outside tasks/.")
+def merge(shard_dirs, output_dir, task_file):
     """Merge shard outputs of one run into a single results file.
 
     \b
@@ -90,7 +91,7 @@ def merge(shard_dirs, output_dir):
     from benchmark.runner import merge as merge_shards
 
     try:
-        doc = merge_shards(list(shard_dirs), output_dir)
+        doc = merge_shards(list(shard_dirs), output_dir, task_file)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"merged {len(shard_dirs)} shards, {doc['counts']['records']} records -> {output_dir}/results.json")

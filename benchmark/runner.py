@@ -345,8 +345,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     return doc
 
 
-def merge(shard_dirs: list[Path], output_dir: Path) -> dict:
-    """Combine shard outputs into one results file, equal to an unsharded run's (timings aside)."""
+def merge(shard_dirs: list[Path], output_dir: Path, task_file: str | None = None) -> dict:
+    """Combine shard outputs into one results file, equal to an unsharded run's (timings aside).
+
+    ``task_file`` names the task when it is not one of tasks/*.yaml (its hash must match the shards').
+    """
     docs = [json.loads((Path(d) / "results.json").read_text()) for d in shard_dirs]
     first = docs[0]["provenance"]
     for d, doc in zip(shard_dirs, docs):
@@ -360,7 +363,7 @@ def merge(shard_dirs: list[Path], output_dir: Path) -> dict:
         for x in read_samples(Path(d) / "samples.jsonl"):
             by_id.setdefault(x["id"], x)
     lines = sorted(by_id.values(), key=lambda x: x["position"])
-    task = load_task(first["task"]["name"], {"path": first["dataset"]["path"]})
+    task = load_task(task_file or first["task"]["name"], {"path": first["dataset"]["path"]})
     if task.hash != first["task"]["hash"]:
         raise ValueError(f"task {task.name}: the shards were run with hash {first['task']['hash'][:12]}, "
                          f"the task file now hashes to {task.hash[:12]}")

@@ -1,0 +1,129 @@
+"""The runner end to end on SmolLM2 and real ZsRE records: noop control, FT, resume, shards, schema."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmark.runner import RunConfig, merge, run, select, shard_from_environment
+from editprobe.formats import schema_errors
+from tests.benchmark_fixtures import build_zsre_set, light_task
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def task_file(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    dataset = build_zsre_set(data_dir, root / "pset", n=6)
+    return light_task(root, dataset)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    # The pre-edit cache is per test module; the converted model copy is shared with the user cache.
+    return tmp_path_factory.mktemp("cache")
+
+
+def _cfg(task_file, cache_dir, out, editor="noop", **kw):
+    from editprobe.models import default_cache_dir, smollm2_local_copy
+    smollm2_local_copy(default_cache_dir())
+    return RunConfig(task=str(task_file), editor=editor, output_dir=out, cache_dir=cache_dir, **kw)
+
+
+def _lines(out):
+    return [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def test_noop_leaves_uncertainty_exactly_unchanged(task_file, cache_dir, tmp_path):
+    doc = run(_cfg(task_file, cache_dir, tmp_path / "noop", limit=2), progress=False)
+    assert schema_errors(doc, "results") == []
+    for line in _lines(tmp_path / "noop"):
+        assert line["post"]["U"] == line["pre"]["U"]            # same seeds, same weights
+        assert line["post"]["responses"] == line["pre"]["responses"]
+        assert line["post"]["locality"] == [1.0] * len(line["post"]["locality"])
+    u = doc["uncertainty"]["U"]
+    assert u["delta_u"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert doc["counts"] == {"records": 2, "ok": 2, "failed": 0}
+    assert doc["provenance"]["limit"] == 2 and len(doc["provenance"]["task"]["hash"]) == 64
+
+
+def test_ft_reuses_the_pre_edit_cache_and_edits(task_file, cache_dir, tmp_path):
+    run(_cfg(task_file, cache_dir, tmp_path / "noop", limit=2), progress=False)
+    doc = run(_cfg(task_file, cache_dir, tmp_path / "ft", editor="ft", limit=2), progress=False)
+    assert doc["timings"]["pre_cache_hits"] == 2 and doc["timings"]["pre_cache_misses"] == 0
+    assert doc["provenance"]["editor"]["hparams"]["layers"] == [8]
+    lines = _lines(tmp_path / "ft")
+    assert all(x["edit"]["touched"] == ["model.layers.8.mlp.down_proj.weight"] for x in lines)
+    # FT-M drives the target's NLL down: teacher-forced reliability after the edit is at least before.
+    for x in lines:
+        assert x["post"]["reliability"][0] >= x["pre"]["reliability"][0]
+    assert schema_errors(doc, "results") == []
+
+
+def test_an_editor_failure_is_logged_and_the_run_goes_on(task_file, cache_dir, tmp_path, monkeypatch):
+    from benchmark.editors.noop import NoopEditor
+
+    calls = {"n": 0}
+
+    def flaky(self, model, tokenizer, requests):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return original(self, model, tokenizer, requests)
+
+    original = NoopEditor.apply
+    monkeypatch.setattr(NoopEditor, "apply", flaky)
+    doc = run(_cfg(task_file, cache_dir, tmp_path / "flaky", limit=2), progress=False)
+    assert doc["counts"] == {"records": 2, "ok": 1, "failed": 1}
+    first = _lines(tmp_path / "flaky")[0]
+    assert first["status"] == "failed" and first["error"] == "RuntimeError: boom" and first["id"].endswith("00000")
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(task_file, cache_dir, tmp_path):
+    out = tmp_path / "resume"
+    cmd = [sys.executable, "-m", "editprobe.cli", "run", "--task", str(task_file), "--editor", "noop",
+           "--limit", "3", "--output-dir", str(out), "--cache-dir", str(cache_dir / "resume"), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        samples = out / "samples.jsonl"
+        if samples.exists() and samples.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = [json.loads(x)["id"] for x in (out / "samples.jsonl").read_text().splitlines() if x.strip()]
+    assert 1 <= len(done_before) < 3 and not (out / "results.json").exists()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ids = [x["id"] for x in _lines(out)]
+    assert ids == [f"knowedit_zsre-{i:05d}" for i in range(3)]
+    assert json.loads((out / "results.json").read_text())["counts"]["records"] == 3
+
+
+def test_shards_merge_to_the_unsharded_result(task_file, cache_dir, tmp_path):
+    full = run(_cfg(task_file, cache_dir, tmp_path / "full", limit=3), progress=False)
+    for i in range(2):
+        run(_cfg(task_file, cache_dir, tmp_path / f"s{i}", limit=3, num_shards=2, shard_index=i), progress=False)
+    assert [x["id"] for x in _lines(tmp_path / "s0")] == ["knowedit_zsre-00000", "knowedit_zsre-00002"]
+    merged = merge([tmp_path / "s1", tmp_path / "s0"], tmp_path / "merged", str(task_file))
+    for key in ("metrics", "uncertainty", "adoption", "breakdowns", "counts", "protocols"):
+        assert merged[key] == full[key], key
+    for key in ("task", "dataset", "model", "editor", "seeds", "limit"):
+        assert merged["provenance"][key] == full["provenance"][key]
+    strip = lambda lines: [{k: v for k, v in x.items() if k != "seconds"} for x in lines]  # noqa: E731
+    assert strip(_lines(tmp_path / "merged")) == strip(_lines(tmp_path / "full"))
+
+
+def test_shard_selection_and_environment():
+    records = [{"id": str(i)} for i in range(7)]
+    assert [i for i, _ in select(records, 5, 2, 1)] == [1, 3]
+    assert shard_from_environment({"WORLD_SIZE": "4", "RANK": "2"}) == (4, 2)
+    assert shard_from_environment({"SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_ID": "5",
+                                   "SLURM_ARRAY_TASK_MIN": "4"}) == (3, 1)
+    assert shard_from_environment({}) is None
