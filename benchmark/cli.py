@@ -141,3 +141,22 @@ def tasks_validate(paths):
             click.echo(f"invalid {exc}", err=True)
     if bad:
         raise SystemExit(1)
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def compare(run_dirs):
+    """Print Edit Succ., Locality, U_pre, U_post and ΔU (95% CI) of finished runs side by side.
+
+    \b
+    Example:
+      editprobe compare runs/noop runs/ft
+    """
+    rows = []
+    for d in run_dirs:
+        path = d / "results.json"
+        if not path.exists():
+            raise click.ClickException(f"{path}: no results file (has the run finished?)")
+        doc = json.loads(path.read_text())
+        rows.append((f"{doc['provenance']['editor']['name']} / {doc['provenance']['task']['name']}", doc))
+    click.echo(summary_table(rows))

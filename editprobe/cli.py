@@ -16,15 +16,16 @@ def main() -> None:
     Pipelines:
       convert / build    real editing benchmarks -> the six-level perturbation set (HF dataset)
       run / merge        score an editor on a model: standard metrics, U before/after, ΔU
+      compare            side-by-side table of finished runs
       tasks              list, show, validate benchmark tasks
     """
 
 
 def _register() -> None:
-    from benchmark.cli import merge, run, tasks
+    from benchmark.cli import compare, merge, run, tasks
     from dataset_builder.cli import convert
 
-    for command in (convert, run, merge, tasks):
+    for command in (convert, run, merge, compare, tasks):
         main.add_command(command)
 
 
