@@ -17,12 +17,9 @@ RELEASE = REPO_ROOT / "dataset_builder" / "release"
 def build_zsre_set(data_dir: Path, out: Path, n: int = 6) -> Path:
     records = convert_file(data_dir / "knowedit" / "zsre_test.json").records[:n]
     paraphrases = {json.loads(line)["id"]: json.loads(line) for line in (RELEASE / "zsre.paraphrases.jsonl").open()}
-    topics_file = RELEASE / "zsre.topics.jsonl"
-    topics = ({json.loads(line)["id"]: json.loads(line)["topic"] for line in topics_file.open()}
-              if topics_file.exists() else {})
     for r in records:
         r["generated_questions"] = paraphrases[r["id"]]["paraphrases"]
-        r["topic"] = topics.get(r["id"], "General Knowledge")
+        r["topic"] = paraphrases[r["id"]]["topic"]  # hand-checked label
     write_dataset(out, {"zsre": {"test": records}}, "test fixture\n")
     return out
 
