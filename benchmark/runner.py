@@ -277,6 +277,19 @@ def _rewrite_clean(path: Path, lines: list[dict]) -> None:
     tmp.replace(path)
 
 
+def _claim_output_dir(out: Path, identity: dict) -> None:
+    """Resuming is only safe into a folder holding the same run: refuse to mix two runs' records."""
+    path = out / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != identity:
+            changed = sorted(k for k in identity if previous.get(k) != identity[k])
+            raise ValueError(f"{out} holds a different run ({', '.join(changed)} changed); "
+                             "choose another --output-dir or delete it")
+        return
+    write_json(path, identity)
+
+
 def write_json(path: Path, doc: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -311,6 +324,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _claim_output_dir(out, {"task_hash": task.hash, "dataset": fingerprint, "model": info.as_dict(),
+                            "editor": cfg.editor, "hparams": _jsonable(editor.hparams_dict())})
     samples_path = out / "samples.jsonl"
     previous = read_samples(samples_path)
     done = {x["id"] for x in previous}
@@ -323,7 +338,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-    lines = [x for x in read_samples(samples_path) if x["id"] in {r["id"] for _, r in chosen}]
+    wanted = {r["id"] for _, r in chosen}
+    lines = [x for x in read_samples(samples_path) if x["id"] in wanted]
     provenance = {
         "package_version": __version__, "git_hash": git_hash(),
         "task": {"name": task.name, "version": task.version, "hash": task.hash},

@@ -127,3 +127,12 @@ def test_shard_selection_and_environment():
     assert shard_from_environment({"SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_ID": "5",
                                    "SLURM_ARRAY_TASK_MIN": "4"}) == (3, 1)
     assert shard_from_environment({}) is None
+
+
+def test_refuses_to_resume_a_different_run_into_the_same_folder(task_file, cache_dir, tmp_path):
+    out = tmp_path / "mixed"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"task_hash": "0" * 64}))
+    with pytest.raises(ValueError, match="holds a different run .*editor"):
+        run(_cfg(task_file, cache_dir, out, limit=1), progress=False)
+    assert not (out / "samples.jsonl").exists()
