@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -43,3 +44,109 @@ def convert(source_file: Path, out: Path, fmt: str | None) -> None:
     click.echo(f"{result.summary()} -> {out}")
     if not result.records:
         sys.exit(1)
+
+
+@click.command()
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Build every config of a recipe (e.g. dataset_builder/release/recipe.yaml) into one dataset.")
+@click.option("--source", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="One source file (KnowEdit / MEND / EasyEdit JSON) to build one config from.")
+@click.option("--config", "config", type=click.Choice(["zsre", "wiki_recent", "wiki_counterfact"]), default=None,
+              help="The config --source feeds.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder to write (configs as JSONL, README.md card, build_report.json).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the recipe's source paths are relative to [default: $EDITPROBE_DATA or ../shared/data].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records of each source.")
+@click.option("--seed", type=int, default=None, help="Seed of sampled regenerations [default: 0].")
+@click.option("--scheme", type=click.Choice(["llama2", "llama3"]), default=None,
+              help="Six-level paraphrase scheme (tasks/schemes/) [default: llama2].")
+@click.option("--paraphrases-from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Import paraphrases (and wiki newquestions, hand-checked topics) from a JSONL file, by record id.")
+@click.option("--topics", type=click.Choice(["llm", "embedding", "both"]), default=None,
+              help="Topic classifier(s); overrides a recipe's [default: both, or the recipe's].")
+@click.option("--target-model", default=None,
+              help="Local model stating subject_knowledge (wiki configs); overrides a recipe's "
+                   "[default: the bundled SmolLM2].")
+@click.option("--backend", type=click.Choice(["openai", "transformers"]), default=None,
+              help="LLM backend for paraphrases, newquestions and LLM topics [default: openai].")
+@click.option("--llm-model", default=None,
+              help="Model of the LLM backend [default: gpt-4o-mini for openai, the bundled SmolLM2 for transformers].")
+@click.option("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
+@click.option("--api-key-env", default=None,
+              help="Environment variable holding the API key [default: OPENAI_API_KEY]; the key is never written.")
+@click.option("--temperature", type=float, default=None, help="Sampling temperature of first attempts [default: 0].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Concurrent API calls [default: 4].")
+@click.option("--timeout", type=float, default=None, help="Seconds before an API call is retried [default: 60].")
+@click.option("--max-retries", type=click.IntRange(min=0), default=None,
+              help="Retries of a call on 429/5xx/timeouts, with exponential backoff [default: 5].")
+@click.option("--retry-base-delay", type=float, default=None, help="First backoff delay in seconds [default: 1].")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="Cap on every generator call's token limit (cheap smoke builds) [default: each prompt's own].")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None,
+              help="Generation rounds per record before it is kept out [default: 3].")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="LLM call cache [default: the recipe's, else ~/.cache/editprobe/llm].")
+@click.option("--push-to-hub", "push_repo", default=None, metavar="REPO",
+              help="Upload the dataset folder to this Hugging Face dataset repository (needs HF_TOKEN).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build(recipe, source, config, out, data_dir, limit, seed, scheme, paraphrases_from, topics, target_model,
+          backend, llm_model, base_url, api_key_env, temperature, workers, timeout, max_retries,
+          retry_base_delay, max_tokens, max_attempts, cache_dir, push_repo, quiet) -> None:
+    """Build the perturbation set: paraphrases, subject_knowledge, newquestions and topics, gated.
+
+    Either one source (--source + --config) or a whole recipe (--recipe). Every LLM call is cached
+    on disk, so a killed build restarts where it stopped and an identical rebuild makes no call.
+    Prints and writes build_report.json (records kept / excluded with reasons, gates per level,
+    LLM calls / cache hits / tokens / failures, topic agreement).
+
+    \b
+    Examples:
+      editprobe build --recipe dataset_builder/release/recipe.yaml --out build/perturbations
+      OPENAI_API_KEY=... editprobe build --source ../shared/data/knowedit/zsre_test.json \\
+          --config zsre --limit 40 --out build/zsre --llm-model gpt-4o-mini
+    """
+    import os
+
+    from dataset_builder.build import (BuildError, BuildSettings, ConfigPlan, LLMSpec, build as run_build,
+                                       format_report, load_recipe, with_overrides)
+    from editprobe.models import default_cache_dir
+    from editprobe.paths import default_data_dir
+
+    if (recipe is None) == (source is None):
+        raise click.UsageError("give either --recipe or --source (with --config)")
+    try:
+        if recipe is not None:
+            loaded = load_recipe(recipe, data_dir or default_data_dir())
+            overrides = {k: v for k, v in {"limit": limit, "topics": topics, "target_model": target_model}.items()
+                         if v is not None}
+            plans = [dataclasses.replace(p, **overrides) for p in loaded.plans]
+            settings = loaded.settings
+            if paraphrases_from is not None:
+                raise click.UsageError("--paraphrases-from goes with --source; a recipe names its own files")
+        else:
+            if config is None:
+                raise click.UsageError("--source needs --config (zsre, wiki_recent or wiki_counterfact)")
+            plans = [ConfigPlan(config, source, limit, paraphrases_from, None, topics or "both", target_model)]
+            settings = BuildSettings(cache_dir=default_cache_dir() / "llm")
+        settings = with_overrides(settings, scheme=scheme, seed=seed, max_attempts=max_attempts, cache_dir=cache_dir,
+                                  show_progress=not quiet, llm__backend=backend, llm__model=llm_model,
+                                  llm__base_url=base_url, llm__api_key_env=api_key_env,
+                                  llm__temperature=temperature, llm__workers=workers, llm__timeout=timeout,
+                                  llm__max_retries=max_retries, llm__retry_base_delay=retry_base_delay,
+                                  llm__max_tokens=max_tokens)
+        if settings.llm.backend not in ("openai", "transformers"):
+            raise BuildError(f"unknown LLM backend {settings.llm.backend!r}; choose openai or transformers")
+        # The key is read here, once, and handed to the backend; it is never written anywhere.
+        api_key = os.environ.get(settings.llm.api_key_env) or None
+        report = run_build(plans, settings, out, api_key=api_key)
+    except BuildError as exc:
+        raise click.ClickException(str(exc)) from None
+    from dataset_builder.build import REPORT_FILE
+
+    click.echo(format_report(report))
+    click.echo(f"-> {out} (report: {out / REPORT_FILE})")
+    if push_repo:
+        from dataset_builder.hf_dataset import push_to_hub
+
+        click.echo(f"pushed: {push_to_hub(out, push_repo)}")

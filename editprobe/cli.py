@@ -23,9 +23,9 @@ def main() -> None:
 
 def _register() -> None:
     from benchmark.cli import compare, merge, run, tasks
-    from dataset_builder.cli import convert
+    from dataset_builder.cli import build, convert
 
-    for command in (convert, run, merge, compare, tasks):
+    for command in (convert, build, run, merge, compare, tasks):
         main.add_command(command)
 
 
