@@ -22,6 +22,7 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard */__init__.py)
 	touch $(STAMP)
 
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	EDITPROBE_DATA=$(DATA) $(PY) -m pytest -q
 
 demo: $(STAMP)

@@ -18,14 +18,16 @@ def main() -> None:
       run / merge        score an editor on a model: standard metrics, U before/after, ΔU
       compare            side-by-side table of finished runs
       tasks              list, show, validate benchmark tasks
+      submit / leaderboard   file runs; validate submissions, build the static site
     """
 
 
 def _register() -> None:
     from benchmark.cli import compare, merge, run, tasks
     from dataset_builder.cli import build, convert
+    from leaderboard.cli import leaderboard, submit
 
-    for command in (convert, build, run, merge, compare, tasks):
+    for command in (convert, build, run, merge, compare, tasks, submit, leaderboard):
         main.add_command(command)
 
 

@@ -1,0 +1,59 @@
+"""The benchmark tasks a submission may have been run on, read from ``tasks/*.yaml`` (never via benchmark).
+
+A task's hash is the sha256 of its content as canonical JSON (``json.dumps(spec, sort_keys=True,
+separators=(",", ":"))``), the rule the runner records. ``editprobe run --dataset PATH`` hashes the task
+*after* replacing ``dataset.path`` by PATH (the dataset is then identified by its fingerprint), so a
+reported hash is accepted when it equals the task file's hash either as written or with ``dataset.path``
+set to the path the run reports in ``provenance.dataset.path``: every other setting (sampling, metrics,
+seed, config, split) must still be byte-for-byte the task file's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from editprobe.paths import TASKS_DIR
+
+# Display order on the site; other tasks follow alphabetically.
+TASK_ORDER = ("zsre", "wiki_recent", "wiki_counterfact")
+
+
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KnownTask:
+    name: str
+    version: int
+    spec: dict
+    source: Path
+
+    @property
+    def hash(self) -> str:
+        return spec_hash(self.spec)
+
+    def hash_with_dataset_path(self, path: str) -> str:
+        return spec_hash({**self.spec, "dataset": {**self.spec["dataset"], "path": path}})
+
+    def accepts(self, reported_hash: str, dataset_path: str) -> bool:
+        return reported_hash in (self.hash, self.hash_with_dataset_path(dataset_path))
+
+
+def load_known_tasks(tasks_dir: Path = TASKS_DIR) -> dict[str, KnownTask]:
+    """Benchmark tasks by name: every ``*.yaml`` directly in tasks/ that declares a name and a dataset."""
+    known = {}
+    for path in sorted(Path(tasks_dir).glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(spec, dict) and {"name", "version", "dataset", "uncertainty"} <= spec.keys():
+            known[spec["name"]] = KnownTask(spec["name"], spec["version"], spec, path)
+    return known
+
+
+def task_sort_key(name: str) -> tuple[int, str]:
+    return (TASK_ORDER.index(name) if name in TASK_ORDER else len(TASK_ORDER), name)

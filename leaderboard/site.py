@@ -1,0 +1,400 @@
+"""The static site: overview tables, figures, one page per run, downloads and a "how to submit" page.
+
+Every page is rendered by Jinja2 with autoescaping on; the only script is the vendored
+``static/table.js``, which reads the rendered table (no data is ever injected into script), and a
+Content-Security-Policy meta tag forbids inline script and every network fetch. All links are relative,
+so the site works from ``file://`` and from any static host.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from editprobe import __version__
+from editprobe.formats import load_topics
+from editprobe.paths import REPO_ROOT
+from leaderboard import plots
+from leaderboard.known_tasks import KnownTask, load_known_tasks, task_sort_key
+from leaderboard.submissions import SAMPLES, Run, gzip_bytes
+from leaderboard.validation import Report, validate_folder
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES, STATIC = HERE / "templates", HERE / "static"
+README_SECTION = "Submitting to the leaderboard"
+MARKER = ".editprobe-site"
+N_EXAMPLES = 3
+METRIC_COLUMNS = (("reliability", "Edit Succ."), ("locality", "Locality"), ("portability", "Portability"),
+                  ("fluency", "Fluency"))
+TABLE_FIELDS = ("rank", "model", "model_revision", "editor", "task", "task_version", "task_hash",
+                "reliability", "reliability_ci_low", "reliability_ci_high", "locality", "locality_ci_low",
+                "locality_ci_high", "portability", "portability_ci_low", "portability_ci_high", "fluency",
+                "fluency_ci_low", "fluency_ci_high", "u_pre", "u_post", "delta_u", "delta_u_ci_low",
+                "delta_u_ci_high", "records", "ok", "failed", "date", "ranked", "flags", "page")
+
+
+class SiteError(ValueError):
+    """The site cannot be written (e.g. the output folder holds something else)."""
+
+
+# --------------------------------------------------------------------------- rows
+
+def _estimate(node: dict | None) -> dict:
+    return node if isinstance(node, dict) else {"value": None, "ci_low": None, "ci_high": None}
+
+
+def run_row(run: Run) -> dict:
+    """One overview-table row of an accepted run."""
+    doc, p = run.doc, run.doc["provenance"]
+    u = doc["uncertainty"]["U"]
+    row = {"slug": run.slug, "page": f"runs/{run.slug}/index.html", "model": p["model"]["id"],
+           "model_revision": p["model"]["revision"], "editor": p["editor"]["name"], "task": p["task"]["name"],
+           "task_version": p["task"]["version"], "task_hash": p["task"]["hash"],
+           "u_pre": u["u_pre"]["value"], "u_post": u["u_post"]["value"], "delta_u": _estimate(u["delta_u"]),
+           "records": doc["counts"]["records"], "ok": doc["counts"]["ok"], "failed": doc["counts"]["failed"],
+           "date": p["created"][:10], "created": p["created"], "flags": list(run.flags),
+           "ranked": not run.flags, "rank": None}
+    for key, _ in METRIC_COLUMNS:
+        row[key] = _estimate(doc["metrics"].get(key))
+    return row
+
+
+def _order(row: dict) -> tuple:
+    """Default ranking: ranked runs first, by ΔU ascending (lower is better), ties by Edit Success."""
+    d, r = row["delta_u"]["value"], row["reliability"]["value"]
+    return (not row["ranked"], d is None, d if d is not None else 0.0, -(r if r is not None else -1.0),
+            row["model"], row["editor"])
+
+
+def rank_rows(rows: list[dict]) -> list[dict]:
+    rows = sorted(rows, key=_order)
+    rank = 0
+    for row in rows:
+        if row["ranked"] and row["delta_u"]["value"] is not None:
+            rank += 1
+            row["rank"] = rank
+    return rows
+
+
+def flat_row(row: dict) -> dict:
+    """A row as CSV/JSON download fields."""
+    out = {k: row[k] for k in ("rank", "model", "model_revision", "editor", "task", "task_version", "task_hash",
+                               "u_pre", "u_post", "records", "ok", "failed", "date", "ranked", "page")}
+    for key in ("reliability", "locality", "portability", "fluency", "delta_u"):
+        est = row[key]
+        out.update({key: est["value"], f"{key}_ci_low": est["ci_low"], f"{key}_ci_high": est["ci_high"]})
+    out["flags"] = "; ".join(row["flags"])
+    return {k: out[k] for k in TABLE_FIELDS}
+
+
+def _csv_cell(value):
+    # A cell starting with = + - @ is a formula to a spreadsheet; quote text (never numbers) that does.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def to_csv(rows: list[dict], fields: tuple[str, ...] | list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(row.get(k)) for k in fields})
+    return buf.getvalue()
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# --------------------------------------------------------------------------- run pages
+
+def run_tables(doc: dict) -> dict[str, list[dict]]:
+    """The tables of a run page, each a list of flat rows (also the page's CSV/JSON downloads)."""
+    def est(table: str, name: str, node: dict, stat: str = "value") -> dict:
+        node = _estimate(node)
+        return {"table": table, "name": name, "statistic": stat, "value": node["value"],
+                "ci_low": node["ci_low"], "ci_high": node["ci_high"], "n": None}
+
+    tables: dict[str, list[dict]] = {"metrics": [est("metrics", k, v) for k, v in doc["metrics"].items()]}
+    tables["adoption"] = [est("adoption", k, v) for k, v in doc["adoption"].items()]
+    tables["uncertainty"] = [{**est("uncertainty", k, v.get(stat), stat), "n": v.get("n")}
+                             for k, v in doc["uncertainty"].items()
+                             for stat in ("u_pre", "u_post", "delta_u", "delta_u_mean", "abs_diff")]
+    for group in ("topic", "level", "adoption"):
+        tables[f"by_{group}"] = [{**est(f"by_{group}", k, v.get(stat), stat), "n": v.get("n")}
+                                 for k, v in doc["breakdowns"].get(group, {}).items()
+                                 for stat in ("u_pre", "u_post", "delta_u", "delta_u_mean", "abs_diff")]
+    return tables
+
+
+def summary_rows(doc_section: dict) -> list[dict]:
+    """Delta summaries as one row each (for the page): name, n, u_pre, u_post, ΔU, mean ΔU, abs diff."""
+    return [{"name": k, "n": v.get("n"), **{s: _estimate(v.get(s)) for s in
+                                           ("u_pre", "u_post", "delta_u", "delta_u_mean", "abs_diff")}}
+            for k, v in doc_section.items()]
+
+
+def examples(samples: list[dict], levels: list[int], n: int = N_EXAMPLES) -> list[dict]:
+    """The first sampled answer per paraphrase level, before and after the edit, of the first ok records."""
+    out = []
+    for line in sorted((x for x in samples if x.get("status") == "ok"), key=lambda x: x.get("position", 0))[:n]:
+        pre, post = line["pre"].get("responses") or [], line["post"].get("responses") or []
+        rows = [{"level": lvl, "before": _first(pre, j), "after": _first(post, j)} for j, lvl in enumerate(levels)]
+        out.append({"id": line["id"], "topic": line.get("topic"), "U_pre": line["pre"].get("U"),
+                    "U_post": line["post"].get("U"), "rows": rows})
+    return out
+
+
+def _first(responses: list, j: int) -> str:
+    try:
+        value = responses[j][0]
+    except (IndexError, TypeError, KeyError):
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# --------------------------------------------------------------------------- the submit page
+
+def readme_section(text: str, title: str = README_SECTION) -> str | None:
+    """The markdown under heading ``title`` up to the next heading of the same or a higher level."""
+    lines, out, level = text.splitlines(), None, 0
+    fence = False
+    for line in lines:
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if out is None:
+            if m and m.group(2).strip() == title:
+                out, level = [], len(m.group(1))
+            continue
+        if m and len(m.group(1)) <= level:
+            break
+        out.append(line)
+    return "\n".join(out).strip() if out is not None else None
+
+
+def render_markdown(text: str) -> str:
+    """Markdown to HTML: raw HTML in the source is escaped; relative links (files of the repository,
+    absent from the site) keep their text and lose the link."""
+    try:
+        from markdown_it import MarkdownIt
+    except ImportError:  # the page still says everything, as preformatted text
+        from markupsafe import escape
+
+        return f"<pre>{escape(text)}</pre>"
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(text)
+    for token in tokens:
+        if token.type != "inline" or not token.children:
+            continue
+        kept, dropped = [], []
+        for child in token.children:
+            if child.type == "link_open":
+                href = child.attrGet("href") or ""
+                drop = not re.match(r"^(https?:|mailto:|#)", str(href))
+                dropped.append(drop)
+                if drop:
+                    continue
+            elif child.type == "link_close" and dropped:
+                if dropped.pop():
+                    continue
+            kept.append(child)
+        token.children = kept
+    return md.renderer.render(tokens, md.options, {})
+
+
+def submit_page_markdown(readme: Path) -> tuple[str, str]:
+    """(markdown, where it came from): the README's "Submitting to the leaderboard" section."""
+    section = readme_section(readme.read_text(encoding="utf-8")) if readme.exists() else None
+    if not section:
+        raise ValueError(f"{readme}: no section “{README_SECTION}” to generate the how-to-submit page from")
+    return section, f"{readme.name}, section “{README_SECTION}”"
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _signed(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:+.{digits}f}"
+
+
+def _ci(node, digits: int = 3) -> str:
+    node = _estimate(node)
+    if node["ci_low"] is None or node["ci_high"] is None:
+        return ""
+    return f"[{node['ci_low']:.{digits}f}, {node['ci_high']:.{digits}f}]"
+
+
+def _sortval(value) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(num=_fmt, signed=_signed, ci=_ci, sortval=_sortval,
+                       pretty=lambda obj: json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True))
+    return env
+
+
+@dataclass
+class TaskSection:
+    name: str
+    known: KnownTask | None
+    rows: list[dict]
+    models: list[str]
+    editors: list[str]
+    scatter: str
+    heatmap: str
+    levels: str
+
+
+def assign_slugs(runs: list[Run], submissions: Path | None) -> None:
+    seen: set[str] = set()
+    for run in runs:
+        try:
+            parts = run.path.parent.resolve().relative_to(Path(submissions).resolve()).parts if submissions else ()
+        except ValueError:
+            parts = ()
+        base = "--".join(parts) or run.path.parent.name or "run"
+        slug, i = base, 2
+        while slug in seen:
+            slug, i = f"{base}-{i}", i + 1
+        seen.add(slug)
+        run.slug = slug
+
+
+def _label(row: dict, models: list[str]) -> str:
+    return row["editor"] if len(models) <= 1 else f"{row['editor']} · {row['model']}"
+
+
+def _figures(section_rows: list[dict], runs_by_slug: dict[str, Run], task: str, known: KnownTask | None,
+             models: list[str], out: Path) -> tuple[str, str, str]:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", task)
+    names = (f"plots/{stem}-scatter.svg", f"plots/{stem}-topics.svg", f"plots/{stem}-levels.svg")
+    plots.scatter([{"label": _label(r, models), "x": r["reliability"]["value"], "y": r["delta_u"]["value"],
+                    "y_low": r["delta_u"]["ci_low"], "y_high": r["delta_u"]["ci_high"], "ranked": r["ranked"]}
+                   for r in section_rows], out / names[0], f"{task}: Edit Success vs ΔU")
+    topics = list(load_topics())
+    heat_rows, heat_values = [], []
+    for r in section_rows:
+        by_topic = runs_by_slug[r["slug"]].doc["breakdowns"]["topic"]
+        heat_rows.append(_label(r, models))
+        heat_values.append([_estimate(by_topic.get(t, {}).get("delta_u"))["value"] for t in topics])
+    plots.topic_heatmap(heat_rows, topics, heat_values, out / names[1], f"{task}: ΔU per topic")
+    levels = [int(x) for x in (known.spec["uncertainty"]["levels"] if known else range(1, 7))]
+    curves = []
+    for r in section_rows:
+        by_level = runs_by_slug[r["slug"]].doc["breakdowns"]["level"]
+        curves.append({"label": _label(r, models), "ranked": r["ranked"],
+                       "values": [_estimate(by_level.get(str(lvl), {}).get("delta_u"))["value"] for lvl in levels]})
+    plots.level_curves(curves, levels, out / names[2], f"{task}: ΔU per paraphrase level")
+    return names
+
+
+def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | None = None,
+                submissions: Path | None = None, readme: Path = REPO_ROOT / "README.md") -> list[Path]:
+    """Write the site for accepted ``runs`` into ``out`` (replacing an earlier build); returns the pages."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise SiteError(f"{out}: refusing to replace a folder that is not an editprobe site (no {MARKER} in it)")
+    known = load_known_tasks() if known is None else known
+    stage = out.parent / f".{out.name}.building"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    assign_slugs(runs, submissions)
+    env = environment()
+    by_slug = {r.slug: r for r in runs}
+    rows = [run_row(r) for r in runs]
+    task_names = sorted({*known, *(r["task"] for r in rows)}, key=task_sort_key)
+    sections, pages = [], []
+    for task in task_names:
+        task_rows = rank_rows([r for r in rows if r["task"] == task])
+        models = sorted({r["model"] for r in task_rows})
+        names = _figures(task_rows, by_slug, task, known.get(task), models, stage) if task_rows else ("", "", "")
+        sections.append(TaskSection(task, known.get(task), task_rows, models,
+                                    sorted({r["editor"] for r in task_rows}), *names))
+        flat = [flat_row(r) for r in task_rows]
+        _write(stage / "data" / f"{task}.csv", to_csv(flat, TABLE_FIELDS))
+        _write(stage / "data" / f"{task}.json", _json({"task": task, "runs": flat}))
+    all_flat = [flat_row(r) for s in sections for r in s.rows]
+    _write(stage / "data" / "all_runs.csv", to_csv(all_flat, TABLE_FIELDS))
+    _write(stage / "data" / "all_runs.json", _json({"runs": all_flat}))
+    common = {"version": __version__, "n_runs": len(runs), "metric_columns": METRIC_COLUMNS}
+    _write(stage / "index.html", env.get_template("index.html").render(root="", sections=sections, **common))
+    pages.append(out / "index.html")
+    markdown, source = submit_page_markdown(readme)
+    _write(stage / "submit.html", env.get_template("submit.html").render(
+        root="", body=render_markdown(markdown), source=source, **common))
+    pages.append(out / "submit.html")
+    for run in runs:
+        pages.append(out / _run_page(run, env, stage, known, common))
+    shutil.copytree(STATIC, stage / "static", ignore=shutil.ignore_patterns("*.md"))
+    (stage / MARKER).write_text(f"built by editprobe {__version__}\n")
+    if out.exists():
+        shutil.rmtree(out)
+    stage.rename(out)
+    return pages
+
+
+def _run_page(run: Run, env: Environment, stage: Path, known: dict[str, KnownTask], common: dict) -> str:
+    doc = run.doc
+    folder = stage / "runs" / run.slug
+    task = known.get(doc["provenance"]["task"]["name"])
+    levels = [int(x) for x in (task.spec["uncertainty"]["levels"] if task else sorted(
+        doc["breakdowns"]["level"], key=int))]
+    tables = run_tables(doc)
+    flat = [row for rows in tables.values() for row in rows]
+    fields = ("table", "name", "statistic", "value", "ci_low", "ci_high", "n")
+    _write(folder / "tables.csv", to_csv(flat, fields))
+    _write(folder / "tables.json", _json({"run": run.slug, "tables": tables}))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_bytes(run.path.read_bytes())
+    (folder / SAMPLES).write_bytes(run.samples_path.read_bytes() if run.samples_path.suffix == ".gz"
+                                   else gzip_bytes(run.samples_bytes))
+    failed = [{"id": x.get("id"), "error": x.get("error", "")} for x in run.samples if x.get("status") == "failed"]
+    page = env.get_template("run.html").render(
+        root="../../", run=run, doc=doc, p=doc["provenance"], row=run_row(run), flags=run.flags,
+        uncertainty=summary_rows(doc["uncertainty"]),
+        breakdowns={g: summary_rows(doc["breakdowns"].get(g, {})) for g in ("topic", "level", "adoption")},
+        examples=examples(run.samples, levels), failed=failed, **common)
+    _write(folder / "index.html", page)
+    return f"runs/{run.slug}/index.html"
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def build(submissions: Path, out: Path, *, skip_invalid: bool = False, readme: Path = REPO_ROOT / "README.md",
+          tasks_dir: Path | None = None) -> tuple[Report, list[Path]]:
+    """Validate the submissions folder and render the site from the accepted runs.
+
+    With rejections the site is not written unless ``skip_invalid`` (then it shows the accepted runs only).
+    """
+    known = load_known_tasks(tasks_dir) if tasks_dir else load_known_tasks()
+    report = validate_folder(submissions, known=known)
+    if report.rejected and not skip_invalid:
+        return report, []
+    return report, render_site(report.accepted, out, known=known, submissions=submissions, readme=readme)
