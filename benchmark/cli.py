@@ -31,7 +31,7 @@ def summary_table(rows: list[tuple[str, dict]]) -> str:
 @click.command()
 @click.option("--task", "task", required=True, help="Task name (tasks/<name>.yaml) or a task YAML path.")
 @click.option("--editor", "editor", required=True,
-              help="Editor: a built-in name (noop, ft), an entry point of group editprobe.editors, or package.module:Class.")
+              help="Editor: a built-in name (noop, ft, kn, ike, ...), easyedit:<ALG>, an entry point of group editprobe.editors, or package.module:Class.")
 @click.option("--hparams", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Hyper-parameter YAML; default: tasks/hparams/<editor>/<model family>.yaml when present.")
 @click.option("--model", default="smollm2-135m-instruct", show_default=True,

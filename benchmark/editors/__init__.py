@@ -18,6 +18,8 @@ ENTRY_POINT_GROUP = "editprobe.editors"
 BUILTIN: dict[str, str] = {
     "noop": "benchmark.editors.noop:NoopEditor",
     "ft": "benchmark.editors.ft:FTEditor",
+    "kn": "benchmark.editors.kn:KNEditor",
+    "ike": "benchmark.editors.ike:IKEEditor",
 }
 
 __all__ = ["BUILTIN", "EditHandle", "EditRequest", "Editor", "RestoreError", "available_editors",
@@ -48,6 +50,10 @@ def editor_class(name: str) -> type:
     eps = _entry_points()
     if name in eps:
         return eps[name].load()
+    if name.startswith("easyedit:"):  # easyedit:<ALG> runs EasyEdit's ALG (benchmark/editors/easyedit.py)
+        from benchmark.editors.easyedit import easyedit_editor
+
+        return easyedit_editor(name.partition(":")[2])
     if ":" in name:
         return _import(name)
     raise ValueError(f"unknown editor {name!r}; known: {', '.join(available_editors())} "
