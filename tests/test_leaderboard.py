@@ -28,7 +28,7 @@ from leaderboard.submissions import path_component, read_run
 from leaderboard.submit import SubmissionError, submit
 from leaderboard.validation import check_run, validate_folder, validate_runs
 from editprobe.paths import TASKS_DIR
-from tests.leaderboard_fixtures import (FIXTURES, HOSTILE, TASKS, derive, file_run, load, ok_lines, ratio_of_means,
+from tests.leaderboard_fixtures import (build_fixture_site, FIXTURES, HOSTILE, TASKS, derive, file_run, load, ok_lines, ratio_of_means,
                                         site_runs, write_run)
 
 KNOWN = load_known_tasks(TASKS)
@@ -348,13 +348,8 @@ def test_submit_cli(tmp_path):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("site")
-    runs = site_runs()
-    for doc, lines in runs.values():
-        file_run(root / "sub", doc, lines)
-    report, pages = build(root / "sub", root / "site", tasks_dir=TASKS)
-    assert report.ok, [str(r) for r in report.rejected]
-    return root / "site", runs, pages
+    out, runs, pages = build_fixture_site(tmp_path_factory.mktemp("site"))
+    return out, runs, pages
 
 
 def rows_of(html: str) -> list[str]:

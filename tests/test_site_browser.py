@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from editprobe.paths import REPO_ROOT
-from leaderboard.site import build
-from tests.leaderboard_fixtures import HOSTILE, TASKS, file_run, ratio_of_means, site_runs
+from tests.leaderboard_fixtures import HOSTILE, build_fixture_site, ratio_of_means
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -51,13 +50,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser-site")
-    runs = site_runs()
-    for doc, lines in runs.values():
-        file_run(root / "sub", doc, lines)
-    report, _ = build(root / "sub", root / "site", tasks_dir=TASKS)
-    assert report.ok, [str(r) for r in report.rejected]
-    return root / "site", runs
+    out, runs, pages = build_fixture_site(tmp_path_factory.mktemp("browser-site"))
+    return out, runs
 
 
 class Recorder:

@@ -99,3 +99,15 @@ def site_runs() -> dict[str, tuple[dict, list[dict]]]:
         HOSTILE: derive(noop, noop_lines, editor=HOSTILE, post_scale=1.2, limit=None,
                         hparams={"note": "</pre><script>alert(3)</script>"}),
     }
+
+
+def build_fixture_site(root: Path):
+    """File every site run under root/sub and build root/site; returns (site folder, runs, pages)."""
+    from leaderboard.site import build
+
+    runs = site_runs()
+    for doc, lines in runs.values():
+        file_run(root / "sub", doc, lines)
+    report, pages = build(root / "sub", root / "site", tasks_dir=TASKS)
+    assert report.ok, [str(r) for r in report.rejected]
+    return root / "site", runs, pages
