@@ -20,6 +20,9 @@ BUILTIN: dict[str, str] = {
     "ft": "benchmark.editors.ft:FTEditor",
     "kn": "benchmark.editors.kn:KNEditor",
     "ike": "benchmark.editors.ike:IKEEditor",
+    "rome": "benchmark.editors.rome:ROMEEditor",
+    "memit": "benchmark.editors.memit:MEMITEditor",
+    "alphaedit": "benchmark.editors.alphaedit:AlphaEditEditor",
 }
 
 __all__ = ["BUILTIN", "EditHandle", "EditRequest", "Editor", "RestoreError", "available_editors",

@@ -1,0 +1,465 @@
+"""ROME: rank-one model editing of one MLP output projection (Meng et al. 2022a, "Locating and Editing Factual
+Associations in GPT").
+
+The MLP's second matrix ``W`` (``d_out x d_in``) is read as a key-value memory. An edit (s, r, o -> o*) writes
+
+* the key ``k*`` — the matrix's input at the subject's last token, averaged over context prefixes (Eq. 3,
+  :func:`compute_ks`);
+* the value ``v*`` — the matrix output that makes the model say the new object: ``v* = v_init + delta`` with
+  ``delta`` minimising the target NLL over the context-prefixed prompts, plus ``kl_factor`` times the KL of the
+  ``"{subject} is a"`` next-token distribution from its unedited value, plus a weight decay, with
+  ``||delta|| <= clamp_norm_factor * ||v_init||`` (Eq. 4, :func:`compute_v`);
+* the rank-one update ``W' = W + (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*)`` with ``C = E[k k^T]`` the keys'
+  second moment (Eq. 2 and Appendix A; seed Appendix E.1, :func:`rank_one_update`); ``mom2_adjustment: false``
+  takes ``C = I``. ``written_key: prompt`` writes the bare edit prompt's key instead of ``k*`` (along the same
+  direction ``C^-1 k*``), as the reference implementation's ``compute_v`` does: the edit prompt then reads
+  exactly ``v*``.
+
+Speed: while ``delta`` is optimised nothing below the edited layer changes, so the layers underneath run once
+(:class:`UpperLayers` captures the input of the edited block and the arguments of every block above it) and each
+step runs only the edited block and those above it. ``skip_lower_layers: false`` restores ROME's full forward
+pass per step (same result up to float rounding).
+
+MEMIT and AlphaEdit reuse the key, target and layer-skipping pieces from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.editors.base import EditHandle, Editor, EditRequest
+from benchmark.editors.context import context_templates, model_cache_name
+from benchmark.editors.covariance import SecondMoment, second_moments
+from benchmark.editors.layers import EditSite, Layout, decoder_blocks, edit_site, get_module, resolve_layout
+from benchmark.metrics import target_token_ids
+
+
+@dataclass(frozen=True)
+class ROMEHparams:
+    layers: tuple[int, ...] = (5,)            # one layer in the paper; several are edited one after another
+    module_template: str | None = None        # None: from model.config.model_type (benchmark.editors.layers)
+    v_num_grad_steps: int = 20
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 4.0
+    kl_factor: float = 0.0625
+    v_early_stop_loss: float = 0.05           # ROME stops optimising v* once the total loss is below this
+    mom2_adjustment: bool = True              # False: C = I (plain least-norm rank-one update)
+    written_key: str = "average"              # "average": W' k* = v* (paper Eq. 2); "prompt": W' k(prompt) = v*
+    mom2_dataset: str = "self"                # "self" | local .txt/.jsonl file or folder | HF dataset[:config]
+    mom2_n_samples: int = 300
+    mom2_dtype: str = "float32"
+    mom2_sample_tokens: int = 128             # tokens per text (self-sampled length, truncation otherwise)
+    context_template_length_params: tuple = ((10, 5),)   # (new tokens, count) of sampled context prefixes
+    seed: int = 0                             # context templates and the self corpus
+    skip_lower_layers: bool = True            # run only the edited block and those above it while optimising v*
+    stats_dir: str | None = None              # None: {cache_dir}/stats
+    cache_dir: str | None = None              # None: the editprobe cache ($EDITPROBE_CACHE, ~/.cache/editprobe)
+
+    def __post_init__(self):  # YAML gives [[10, 5]]: keep the frozen dataclass hashable
+        object.__setattr__(self, "context_template_length_params",
+                           tuple(tuple(p) for p in self.context_template_length_params))
+
+
+# --------------------------------------------------------------------------- prompts and token positions
+
+def subject_span(prompt: str, subject: str) -> tuple[int, int]:
+    """Character span of the first occurrence of ``subject`` in ``prompt`` (case-insensitive if need be)."""
+    start = prompt.find(subject)
+    if start < 0:
+        start = prompt.lower().find(subject.lower())
+    if start < 0 or not subject:
+        raise ValueError(f"subject {subject!r} does not occur in the edit prompt {prompt!r}")
+    return start, start + len(subject)
+
+
+def subject_last_token(tokenizer, text: str, subject_end: int) -> int:
+    """Index of the token holding the subject's last character (ROME's ``subject_last`` fact token)."""
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+        hits = [i for i, (s, e) in enumerate(offsets) if e > s and s < subject_end]
+        if hits:
+            return hits[-1]
+    return len(tokenizer(text[:subject_end])["input_ids"]) - 1
+
+
+def contextualise(template: str, prompt: str) -> tuple[str, int]:
+    """``template`` ("<prefix>. {}") with the prompt in place of ``{}``, and the offset where the prompt starts."""
+    at = template.index("{}")
+    return template[:at] + prompt + template[at + 2:], at
+
+
+@dataclass
+class PromptBatch:
+    """Right-padded prompts with the subject's last token of each row and the teacher-forced target positions."""
+
+    ids: torch.Tensor                       # [B, T]
+    mask: torch.Tensor                      # [B, T]
+    lookup: torch.Tensor                    # [B] subject-last token per row
+    label_rows: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [N]
+    label_pos: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))   # [N]
+    label_ids: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))   # [N]
+
+
+def _pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    return ids, mask
+
+
+def key_batch(tokenizer, requests: list[EditRequest], templates: list[str], device) -> PromptBatch:
+    """One row per request (outer) and template (inner): the template around the bare prompt, no target."""
+    rows, lookup = [], []
+    for r in requests:
+        _, end = subject_span(r.prompt, r.subject)
+        for t in templates:
+            text, at = contextualise(t, r.prompt)
+            rows.append(tokenizer(text)["input_ids"])
+            lookup.append(subject_last_token(tokenizer, text, at + end))
+    ids, mask = _pad(rows, _pad_id(tokenizer), device)
+    return PromptBatch(ids, mask, torch.tensor(lookup, device=device))
+
+
+def target_batch(tokenizer, request: EditRequest, templates: list[str], device) -> tuple[PromptBatch, int]:
+    """ROME's optimisation batch: one row per template (prompt + target minus its last token) + the KL row.
+
+    Targets are tokenised as ``benchmark.metrics`` scores them (prompt and ``" " + target`` together), so the
+    optimised positions are exactly the ones Edit Success reads. Returns the batch and the target length.
+    """
+    rows, lookup, lrow, lpos, lid = [], [], [], [], []
+    _, end = subject_span(request.prompt, request.subject)
+    target_len = 0
+    for i, t in enumerate(templates):
+        text, at = contextualise(t, request.prompt)
+        prompt_ids, target_ids = target_token_ids(tokenizer, text, request.target)
+        target_len = len(target_ids)
+        rows.append(prompt_ids + target_ids[:-1])
+        lookup.append(subject_last_token(tokenizer, text, at + end))
+        for j, tok in enumerate(target_ids):
+            lrow.append(i)
+            lpos.append(len(prompt_ids) - 1 + j)   # the position that predicts target token j
+            lid.append(tok)
+    kl_text = f"{request.subject} is a"                # ROME's essence prompt
+    rows.append(tokenizer(kl_text)["input_ids"])
+    lookup.append(subject_last_token(tokenizer, kl_text, len(request.subject)))
+    ids, mask = _pad(rows, _pad_id(tokenizer), device)
+    as_t = lambda xs: torch.tensor(xs, device=device, dtype=torch.long)  # noqa: E731
+    return PromptBatch(ids, mask, as_t(lookup), as_t(lrow), as_t(lpos), as_t(lid)), target_len
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out, any id will do
+
+
+# --------------------------------------------------------------------------- keys
+
+@torch.no_grad()
+def compute_ks(model, tokenizer, site: EditSite, requests: list[EditRequest], template_groups: list[list[str]],
+               batch_size: int = 32) -> torch.Tensor:
+    """Keys ``k*`` of ``requests`` at ``site``: its input at the subject's last token, averaged over contexts.
+
+    ROME Eq. 3: ``k* = 1/N sum_j k(x_j + s)``. With several template groups the mean is taken within each group
+    and then over groups (MEMIT's ``compute_ks``); ROME passes one flat group. Returns ``[n_requests, d_in]``.
+    """
+    device = next(model.parameters()).device
+    flat = [t for g in template_groups for t in g]
+    batch = key_batch(tokenizer, requests, flat, device)
+    chunks: list[torch.Tensor] = []
+    captured: list[torch.Tensor] = []
+    handle = site.module.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
+    try:
+        for s in range(0, len(batch.ids), batch_size):
+            captured.clear()
+            model(input_ids=batch.ids[s:s + batch_size], attention_mask=batch.mask[s:s + batch_size],
+                  use_cache=False)
+            k = captured[0]                                                         # [b, T, d_in]
+            chunks.append(k[torch.arange(len(k)), batch.lookup[s:s + batch_size]])  # [b, d_in]
+    finally:
+        handle.remove()
+    keys = torch.cat(chunks)                                                    # [n * m, d_in]
+    keys = keys.view(len(requests), len(flat), -1)                              # [n, m, d_in]
+    bounds = torch.tensor([0] + [len(g) for g in template_groups]).cumsum(0).tolist()
+    groups = [keys[:, a:b].mean(1) for a, b in zip(bounds[:-1], bounds[1:])]    # each [n, d_in]
+    return torch.stack(groups).mean(0)                                          # [n, d_in]
+
+
+# --------------------------------------------------------------------------- running only the upper layers
+
+class UpperLayers:
+    """The blocks from ``start`` up, fed from one cached pass through the blocks below (they do not change).
+
+    One full forward pass (no gradient) records the hidden state entering block ``start`` and the keyword
+    arguments (mask, rotary embeddings, positions) every block from ``start`` up was called with; :meth:`run`
+    replays those blocks on the recorded state, so hooks inside them (the ``delta`` insertion) act as usual.
+    """
+
+    def __init__(self, model, layout: Layout, ids: torch.Tensor, mask: torch.Tensor, start: int):
+        blocks = decoder_blocks(model, layout)
+        self.blocks = list(blocks)[start:]
+        self.norm = get_module(model, layout.final_norm)
+        self.head = model.get_output_embeddings()
+        self.calls: list[tuple[tuple, dict]] = []
+
+        def record(module, args, kwargs):
+            self.calls.append((args, dict(kwargs)))
+
+        handles = [b.register_forward_pre_hook(record, with_kwargs=True) for b in self.blocks]
+        try:
+            with torch.no_grad():
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        if len(self.calls) != len(self.blocks):
+            raise RuntimeError(f"expected one call per upper block, recorded {len(self.calls)} for {len(self.blocks)}")
+        first_args, first_kwargs = self.calls[0]
+        self.hidden = (first_args[0] if first_args else first_kwargs["hidden_states"]).detach()   # [B, T, d]
+
+    def run(self) -> torch.Tensor:
+        """The last block's output ``[B, T, d]`` (before the final norm)."""
+        h = self.hidden
+        for block, (args, kwargs) in zip(self.blocks, self.calls):
+            out = block(h, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": h})
+            h = out[0] if isinstance(out, tuple) else out
+        return h
+
+    def logits_at(self, rows: torch.Tensor, pos: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(hidden[rows, pos]))                              # [N, V]
+
+
+@contextlib.contextmanager
+def frozen_parameters(model):
+    """No parameter collects gradients while a target vector is optimised (restored afterwards)."""
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+
+
+@dataclass
+class TargetVector:
+    """The optimised output ``init + delta`` of the insertion module at the subject's last token."""
+
+    value: torch.Tensor        # [d]
+    init: torch.Tensor         # [d]
+    delta_norm: float
+    nll: list[float]
+    steps: int
+    seconds: float
+    skipped_lower_layers: bool
+
+
+def optimise_target(model, tokenizer, request: EditRequest, templates: list[str], insert_at: torch.nn.Module,
+                    start_block: int, layout: Layout, hp) -> TargetVector:
+    """``init + delta`` at ``insert_at``'s output (subject-last token of every row), ROME Eq. 4 / MEMIT Eq. 16.
+
+    ``delta`` minimises the mean over prompts of the target NLL (per target token), plus
+    ``kl_factor * KL(p_delta || p_0)`` of the next-token distribution after the subject in ``"{s} is a"``, plus
+    ``v_weight_decay * ||delta|| / ||init||^2``; Adam with ``v_lr``; after each step ``delta`` is scaled back into
+    the ball ``||delta|| <= clamp_norm_factor * ||init||``. ``insert_at`` sits in block ``start_block``.
+    """
+    if hp.v_num_grad_steps < 1:
+        raise ValueError(f"v_num_grad_steps must be at least 1, got {hp.v_num_grad_steps}")
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    batch, target_len = target_batch(tokenizer, request, templates, device)
+    n_rewrite = len(templates)
+    rows = torch.arange(len(batch.ids), device=device)
+    width = model.get_output_embeddings().weight.shape[1]          # residual width = the inserted vector's size
+    delta = torch.zeros(width, dtype=next(model.parameters()).dtype, device=device, requires_grad=True)
+    init: list[torch.Tensor] = []
+
+    def insert(module, args, out):
+        h = out[0] if isinstance(out, tuple) else out                            # [B, T, d]
+        if not init:
+            init.append(h[0, batch.lookup[0]].detach().clone())                  # v_init: the plain prompt
+        at = torch.zeros(h.shape[:2] + (1,), dtype=h.dtype, device=h.device)    # [B, T, 1]
+        at[rows, batch.lookup] = 1
+        h = h + at * delta
+        return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+
+    skip = bool(hp.skip_lower_layers and layout.final_norm is not None)
+    handle = insert_at.register_forward_hook(insert)
+    nll_trace: list[float] = []
+    steps = 0
+    try:
+        with frozen_parameters(model):
+            upper = UpperLayers(model, layout, batch.ids, batch.mask, start_block) if skip else None
+            opt = torch.optim.Adam([delta], lr=hp.v_lr)
+            kl_row = torch.tensor([len(batch.ids) - 1], device=device)
+            kl_init = None
+            for it in range(hp.v_num_grad_steps):
+                opt.zero_grad()
+                if upper is not None:
+                    hidden = upper.run()
+                    logits = upper.logits_at(batch.label_rows, batch.label_pos, hidden)            # [N, V]
+                    kl_logits = upper.logits_at(kl_row, batch.lookup[kl_row], hidden)             # [1, V]
+                else:  # ROME's original: the whole model every step
+                    full = model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
+                    logits = full[batch.label_rows, batch.label_pos]
+                    kl_logits = full[kl_row, batch.lookup[kl_row]]
+                v_init = init[0]
+                log_probs = logits.float().log_softmax(-1)
+                token_nll = -log_probs[torch.arange(len(logits)), batch.label_ids]                 # [N]
+                nll = token_nll.sum() / (n_rewrite * target_len)   # mean over prompts of the per-token NLL
+                kl_log_probs = kl_logits.float().log_softmax(-1)
+                if kl_init is None:
+                    kl_init = kl_log_probs.detach().clone()
+                kl = hp.kl_factor * F.kl_div(kl_init, kl_log_probs, log_target=True, reduction="batchmean")
+                decay = hp.v_weight_decay * (delta.norm() / v_init.norm() ** 2)
+                loss = nll + kl + decay
+                nll_trace.append(float(nll.detach()))
+                steps = it + 1
+                if float(loss.detach()) < hp.v_early_stop_loss or it == hp.v_num_grad_steps - 1:
+                    break
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    max_norm = hp.clamp_norm_factor * v_init.norm()
+                    if delta.norm() > max_norm:
+                        delta.mul_(max_norm / delta.norm())
+    finally:
+        handle.remove()
+    v_init = init[0]
+    delta = delta.detach()
+    return TargetVector(v_init + delta, v_init, float(delta.norm()), nll_trace, steps,
+                        time.perf_counter() - t0, skip)
+
+
+def compute_v(model, tokenizer, request: EditRequest, site: EditSite, templates: list[str], layout: Layout,
+              hp) -> TargetVector:
+    """ROME's value ``v*`` (Eq. 4): the optimised output of the edited matrix ``site`` at the subject token."""
+    return optimise_target(model, tokenizer, request, templates, site.module, site.layer, layout, hp)
+
+
+# --------------------------------------------------------------------------- the update
+
+def rank_one_update(k_star: torch.Tensor, v_star: torch.Tensor, w_k: torch.Tensor,
+                    second_moment: torch.Tensor | None,
+                    key: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ROME Eq. 2 (seed Appendix E.1): ``Delta = (v* - W k*) (C^-1 k*)^T / ((C^-1 k*)^T k*)``.
+
+    ``w_k`` is the matrix's current output for the written key (``W k*``, plus its bias if any), so
+    ``(W + Delta) k* = v*`` exactly, and every ``x`` with ``(C^-1 k*)^T x = 0`` keeps its output.
+    ``second_moment`` is ``C = E[k k^T]`` (``[d_in, d_in]``), or None for ``C = I``.
+    ``key``, when given, is written instead of ``k*`` along the same direction ``C^-1 k*``:
+    ``Delta = (v* - W key) (C^-1 k*)^T / ((C^-1 k*)^T key)``, so ``(W + Delta) key = v*`` (the reference code's
+    choice, with ``key`` the bare edit prompt's key); ``w_k`` is then ``W key``.
+    Returns ``(Delta [d_out, d_in], right vector [d_out], left vector C^-1 k* [d_in])``, in float64.
+    """
+    k = k_star.double()                                                           # [d_in]
+    written = k if key is None else key.double()                                  # [d_in]
+    left = k if second_moment is None else torch.linalg.solve(second_moment.double(), k)   # C^-1 k*  [d_in]
+    right = (v_star.double() - w_k.double()) / (left @ written)                   # [d_out]
+    return torch.outer(right, left), right, left
+
+
+# --------------------------------------------------------------------------- the editor
+
+class LocateEditEditor(Editor):
+    """What ROME, MEMIT and AlphaEdit share: the cache folders, context templates and key statistics.
+
+    Templates and second moments are cached on disk (per model) and, once read, on the instance.
+    """
+
+    def __init__(self, hparams=None, **overrides):
+        super().__init__(hparams, **overrides)
+        from editprobe.models import default_cache_dir
+
+        hp = self.hparams
+        self.cache_dir = Path(hp.cache_dir) if hp.cache_dir else default_cache_dir()
+        self.stats_dir = Path(hp.stats_dir) if hp.stats_dir else self.cache_dir / "stats"
+        self._templates: dict[str, list[list[str]]] = {}
+        self._moments: dict[tuple[str, str], SecondMoment] = {}
+
+    def template_groups(self, model, tokenizer) -> list[list[str]]:
+        """``[["{}"], [samples of the first length], ...]`` for this model."""
+        key = model_cache_name(model)
+        if key not in self._templates:
+            flat = context_templates(model, tokenizer, self.cache_dir, self.hparams.context_template_length_params,
+                                     seed=self.hparams.seed)
+            groups, at = [flat[:1]], 1
+            for _, count in self.hparams.context_template_length_params:
+                groups.append(flat[at:at + count])
+                at += count
+            self._templates[key] = [g for g in groups if g]
+        return self._templates[key]
+
+    def second_moments(self, model, tokenizer, sites: list[EditSite]) -> dict[str, SecondMoment]:
+        hp = self.hparams
+        name = model_cache_name(model)
+        todo = [s for s in sites if (name, s.name) not in self._moments]
+        if todo:
+            found = second_moments(model, tokenizer, todo, corpus=hp.mom2_dataset, n_samples=hp.mom2_n_samples,
+                                   dtype=hp.mom2_dtype, stats_dir=self.stats_dir, seed=hp.seed,
+                                   sample_tokens=hp.mom2_sample_tokens)
+            self._moments.update({(name, k): v for k, v in found.items()})
+        return {s.name: self._moments[(name, s.name)] for s in sites}
+
+
+class ROMEEditor(LocateEditEditor):
+    name = "rome"
+    modes = ("single", "sequential")
+    Hparams = ROMEHparams
+
+    def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
+        hp = self.hparams
+        if hp.written_key not in ("average", "prompt"):
+            raise ValueError(f"rome: written_key must be 'average' or 'prompt', got {hp.written_key!r}")
+        t_start = time.perf_counter()
+        layout = resolve_layout(model, hp.module_template)
+        sites = [edit_site(model, layer, hp.module_template) for layer in sorted(hp.layers)]
+        handle = EditHandle(model, [s.weight_name for s in sites])
+        try:
+            groups = self.template_groups(model, tokenizer)
+            templates = [t for g in groups for t in g]
+            t_ctx = time.perf_counter()
+            moments = self.second_moments(model, tokenizer, sites) if hp.mom2_adjustment else {}
+            t_cov = time.perf_counter()
+            edits = [self.write(model, tokenizer, request, site, templates, layout, moments)
+                     for request in requests for site in sites]   # one after another, each seeing the last
+        except BaseException:
+            handle.restore()  # a failed edit leaves no half-written weights behind
+            raise
+        handle.diagnostics.update(
+            method="ROME", layers=[s.layer for s in sites], modules=[s.name for s in sites],
+            corpus=({k: m.provenance() for k, m in moments.items()} if moments else "identity (mom2_adjustment: false)"),
+            context_templates=len(templates), skip_lower_layers=all(e["skipped_lower_layers"] for e in edits),
+            right_vector_norm=[e["right_vector_norm"] for e in edits],
+            residual_norm=[e["residual_norm"] for e in edits], edits=edits,
+            seconds={"templates": t_ctx - t_start, "covariance": t_cov - t_ctx,
+                     "total": time.perf_counter() - t_start})
+        return handle
+
+    def write(self, model, tokenizer, request: EditRequest, site: EditSite, templates: list[str], layout: Layout,
+              moments: dict[str, SecondMoment]) -> dict:
+        """One rank-one edit of ``site`` for ``request``; returns its diagnostics."""
+        t0 = time.perf_counter()
+        k_star = compute_ks(model, tokenizer, site, [request], [templates])[0]                  # [d_in]
+        key = (compute_ks(model, tokenizer, site, [request], [["{}"]])[0]
+               if self.hparams.written_key == "prompt" else None)                               # [d_in]
+        t1 = time.perf_counter()
+        v = compute_v(model, tokenizer, request, site, templates, layout, self.hparams)
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            w_k = site.module((k_star if key is None else key).unsqueeze(0))[0]                 # [d_out]
+            moment = moments[site.name].moment() if site.name in moments else None
+            delta, right, left = rank_one_update(k_star, v.value, w_k, moment, key)
+            site.add_(delta)
+        return {"record_id": request.record_id, "layer": site.layer,
+                "right_vector_norm": float(right.norm()), "residual_norm": float((v.value - w_k).norm()),
+                "left_vector_norm": float(left.norm()), "v_init_norm": float(v.init.norm()),
+                "v_delta_norm": v.delta_norm, "nll_first": v.nll[0], "nll_last": v.nll[-1], "v_steps": v.steps,
+                "skipped_lower_layers": v.skipped_lower_layers,
+                "seconds": {"keys": t1 - t0, "v": t2 - t1, "update": time.perf_counter() - t2}}
