@@ -160,3 +160,58 @@ def compare(run_dirs):
         doc = json.loads(path.read_text())
         rows.append((f"{doc['provenance']['editor']['name']} / {doc['provenance']['task']['name']}", doc))
     click.echo(summary_table(rows))
+
+
+def _table(rows: list[dict]) -> str:
+    """Rows of a diagnostic as aligned text (lists and dicts left out)."""
+    if not rows:
+        return "(no rows)"
+    cols = [k for k, v in rows[0].items() if not isinstance(v, (list, dict))]
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("–" if v is None else str(v))  # noqa: E731
+    widths = {c: max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in cols}
+    lines = ["  ".join(c.rjust(widths[c]) for c in cols)]
+    lines += ["  ".join(cell(r.get(c)).rjust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--list", "list_", is_flag=True, help="List the diagnostics under tasks/diagnostics/.")
+@click.option("--ci", is_flag=True, help="Use the file's CI-sized settings (a few records, short optimisation).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N records.")
+@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Hub id or local folder of a causal LM.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Source-data folder (default: $EDITPROBE_DATA, else ../shared/data).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="EDITPROBE_CACHE",
+              help="Model copy, context templates, covariance stats (default ~/.cache/editprobe).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build/diagnostics"),
+              show_default=True)
+def diagnose(name, list_, ci, limit, model, device, data_dir, cache_dir, out_dir):
+    """Run a least-squares editing diagnostic; writes <out>/<name>.json and <out>/<name>.png.
+
+    \b
+    Examples:
+      editprobe diagnose --list
+      editprobe diagnose right_vector_norms --ci
+      editprobe diagnose layer_sweep --limit 10 --out build/diagnostics
+    """
+    from benchmark import diagnostics as D
+    from editprobe.paths import default_data_dir
+
+    if list_ or not name:
+        for n in D.available():
+            _, spec = D.load_spec(n)
+            click.echo(f"{n:<20} {spec.get('description', '')}")
+        return
+    try:
+        doc = D.run_diagnostic(name, out_dir, model_id=model, device=device, data_dir=data_dir or default_data_dir(),
+                               cache_dir=cache_dir, ci=ci, limit=limit)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(_table(doc.get("summary") or doc["rows"]))
+    for extra in ("final",):
+        if doc.get(extra):
+            click.echo()
+            click.echo(_table(doc[extra]))
+    click.echo(f"\n{doc['seconds']:.0f} s; wrote {out_dir / (doc['diagnostic'] + '.json')} and .png")

@@ -17,17 +17,18 @@ def main() -> None:
       convert / build    real editing benchmarks -> the six-level perturbation set (HF dataset)
       run / merge        score an editor on a model: standard metrics, U before/after, ΔU
       compare            side-by-side table of finished runs
+      diagnose           least-squares editing diagnostics (norms, KL ablation, null space, tracing)
       tasks              list, show, validate benchmark tasks
       submit / leaderboard   file runs; validate submissions, build the static site
     """
 
 
 def _register() -> None:
-    from benchmark.cli import compare, merge, run, tasks
+    from benchmark.cli import compare, diagnose, merge, run, tasks
     from dataset_builder.cli import build, convert
     from leaderboard.cli import leaderboard, submit
 
-    for command in (convert, build, run, merge, compare, tasks, submit, leaderboard):
+    for command in (convert, build, run, merge, compare, tasks, diagnose, submit, leaderboard):
         main.add_command(command)
 
 
