@@ -143,14 +143,40 @@ def tasks_validate(paths):
         raise SystemExit(1)
 
 
+def _pct(est: dict | None) -> str:
+    if not est or est.get("value") is None:
+        return "–"
+    return f"{est['value'] * 100:+.1f}% [{est['ci_low'] * 100:+.1f}, {est['ci_high'] * 100:+.1f}]"
+
+
+def markdown_table(rows: list[tuple[str, dict]]) -> str:
+    """The README's results table: standard metrics, U, ΔU with its CI, ΔU split by generative adoption."""
+    out = ["| run | n | Edit Succ. | Generalization | Locality | U_pre | U_post | ΔU (95% CI) "
+           "| ΔU adopted (n) | ΔU not adopted (n) | s/edit |",
+           "|---|--:|--:|--:|--:|--:|--:|---|---|---|--:|"]
+    for name, doc in rows:
+        m, u = doc["metrics"], doc["uncertainty"]["U"]
+        split = doc.get("breakdowns", {}).get("adoption", {})
+        cells = [f"{_pct(split[g]['delta_u'])} ({split[g]['n']})" if g in split else "–"
+                 for g in ("adopted", "not_adopted")]
+        edit_s = doc.get("timings", {}).get("mean_edit_seconds")
+        out.append(f"| {name} | {u['n']} | {_fmt(m['reliability'])} | {_fmt(m.get('generalization'))} "
+                   f"| {_fmt(m['locality'])} | {_fmt(u['u_pre'])} | {_fmt(u['u_post'])} | {_pct(u['delta_u'])} "
+                   f"| {cells[0]} | {cells[1]} | {'–' if edit_s is None else f'{edit_s:.1f}'} |")
+    return "\n".join(out)
+
+
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-def compare(run_dirs):
+@click.option("--markdown", is_flag=True,
+              help="A Markdown table with generalization, ΔU split by generative adoption and seconds per edit.")
+def compare(run_dirs, markdown):
     """Print Edit Succ., Locality, U_pre, U_post and ΔU (95% CI) of finished runs side by side.
 
     \b
     Example:
       editprobe compare runs/noop runs/ft
+      editprobe compare --markdown runs/*
     """
     rows = []
     for d in run_dirs:
@@ -159,7 +185,7 @@ def compare(run_dirs):
             raise click.ClickException(f"{path}: no results file (has the run finished?)")
         doc = json.loads(path.read_text())
         rows.append((f"{doc['provenance']['editor']['name']} / {doc['provenance']['task']['name']}", doc))
-    click.echo(summary_table(rows))
+    click.echo(markdown_table(rows) if markdown else summary_table(rows))
 
 
 def _table(rows: list[dict]) -> str:

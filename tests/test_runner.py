@@ -136,3 +136,20 @@ def test_refuses_to_resume_a_different_run_into_the_same_folder(task_file, cache
     with pytest.raises(ValueError, match="holds a different run .*editor"):
         run(_cfg(task_file, cache_dir, out, limit=1), progress=False)
     assert not (out / "samples.jsonl").exists()
+
+
+def test_compare_markdown_table_shows_the_adoption_split():
+    from benchmark.cli import markdown_table
+
+    est = lambda v, lo, hi: {"value": v, "ci_low": lo, "ci_high": hi}  # noqa: E731
+    doc = {"metrics": {"reliability": est(0.9, 0.8, 1.0), "generalization": est(0.5, 0.4, 0.6),
+                       "locality": est(0.75, 0.7, 0.8)},
+           "uncertainty": {"U": {"n": 20, "u_pre": est(0.6, 0.5, 0.7), "u_post": est(0.66, 0.5, 0.8),
+                                 "delta_u": est(0.1, -0.02, 0.25)}},
+           "breakdowns": {"adoption": {"adopted": {"n": 12, "delta_u": est(-0.05, -0.1, 0.0)},
+                                       "not_adopted": {"n": 8, "delta_u": est(0.3, 0.1, 0.5)}}},
+           "timings": {"mean_edit_seconds": 12.34}}
+    header, rule, row = markdown_table([("rome / zsre", doc)]).splitlines()
+    assert header.count("|") == rule.count("|") == row.count("|") == 12
+    assert row == ("| rome / zsre | 20 | 0.900 | 0.500 | 0.750 | 0.600 | 0.660 | +10.0% [-2.0, +25.0] "
+                   "| -5.0% [-10.0, +0.0] (12) | +30.0% [+10.0, +50.0] (8) | 12.3 |")
