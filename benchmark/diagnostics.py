@@ -218,24 +218,17 @@ def plot_right_vector_norms(result: dict, spec: dict, path: Path) -> None:
 
 # --------------------------------------------------------------------------- sequential norm trajectory
 
-def _weights(handle) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in handle._params.items()}  # noqa: SLF001 - the handle owns the touched parameters
-
-
 def run_norm_trajectory(ctx: Context, spec: dict) -> dict:
     rows, finals = [], []
     for name in spec.get("editors", ["rome", "memit", "alphaedit"]):
         editor = editor_for(ctx, name)
         pres = [pre_edit_argmax(ctx, r) for r in ctx.records]
-        handles, originals = [], {}
+        handles = []
         try:
             for step, (record, request) in enumerate(zip(ctx.records, ctx.requests()), start=1):
                 handle = editor.apply(ctx.model, ctx.tokenizer, [request])
                 handles.append(handle)
-                for n, p in _weights(handle).items():
-                    originals.setdefault(n, handle._originals[n])  # noqa: SLF001 - W_0 of each touched matrix
-                drift = float(torch.sqrt(sum(((p.detach() - originals[n]).double() ** 2).sum()
-                                             for n, p in _weights(handle).items())))
+                drift = handles[0].drift()            # the first handle holds W_0 (every edit touches the same matrices)
                 scores = edit_scores(ctx, record, pres[step - 1])
                 rows.append({"editor": name, "step": step, "right_vector_norm": _mean(_right_norms(handle.diagnostics)),
                              "weight_drift": drift, **scores})

@@ -37,3 +37,12 @@ def embedder():
     from editprobe.embeddings import Embedder
 
     return Embedder()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small edits: on two busy cores a second thread mostly waits on the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

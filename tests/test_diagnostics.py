@@ -1,7 +1,6 @@
 """`editprobe diagnose`: every diagnostic under tasks/diagnostics/ runs on SmolLM2 in its CI-sized settings and
 writes its table and plot; the pieces with a closed form are checked against hand derivations."""
 
-import hashlib
 import json
 
 import numpy as np
@@ -11,14 +10,10 @@ import yaml
 from click.testing import CliRunner
 
 from benchmark import diagnostics as D
+from benchmark.editors.base import state_digest
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +29,6 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("diag-cache")
 
 
-def _digest(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def test_the_documented_diagnostics_exist():
     assert set(D.available()) >= {"right_vector_norms", "norm_trajectory", "kl_ablation", "layer_sweep",
                                   "nullspace_rank", "preservation_sweep", "causal_trace"}
@@ -51,10 +38,10 @@ def test_the_documented_diagnostics_exist():
                                   "layer_sweep", "preservation_sweep", "causal_trace"])
 def test_each_diagnostic_runs_ci_sized_and_writes_table_and_plot(name, smollm2, shared_cache, data_dir, tmp_path):
     model = smollm2[0]
-    before = _digest(model)
+    before = state_digest(model)
     doc = D.run_diagnostic(name, tmp_path, model_id="smollm2-135m-instruct", data_dir=data_dir,
                            cache_dir=shared_cache, ci=True, model_bundle=smollm2)
-    assert _digest(model) == before                               # every edit a diagnostic made was undone
+    assert state_digest(model) == before                               # every edit a diagnostic made was undone
     written = json.loads((tmp_path / f"{name}.json").read_text())
     assert written["diagnostic"] == name and written["ci"] is True and written["rows"]
     png = (tmp_path / f"{name}.png").read_bytes()

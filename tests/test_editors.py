@@ -1,22 +1,13 @@
 """Editor registry, hyper-parameter loading and bit-exact restore."""
 
-import hashlib
 import textwrap
 
 import pytest
 import torch
 
 from benchmark.editors import EditRequest, build_editor, editor_class
-from benchmark.editors.base import EditHandle, RestoreError, load_hparams
+from benchmark.editors.base import EditHandle, RestoreError, load_hparams, state_digest
 from benchmark.editors.ft import FTEditor, FTHparams
-
-
-def _state_digest(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +43,15 @@ def test_preset_for_the_embedded_default():
 
 def test_ft_edits_then_restores_every_weight_bit_exactly(smollm2):
     model, tokenizer = smollm2
-    before = _state_digest(model)
+    before = state_digest(model)
     editor = FTEditor(FTHparams(layers=(8,), num_steps=3, lr=1e-3, norm_constraint=None))
     request = EditRequest("r0", "Which family does Epaspidoceras belong to?", "Epaspidoceras", "Noctuidae")
     handle = editor.apply(model, tokenizer, [request])
     assert handle.touched == ["model.layers.8.mlp.down_proj.weight"]
     assert handle.diagnostics["delta_norm"]["model.layers.8.mlp.down_proj.weight"] > 0
-    assert _state_digest(model) != before
+    assert state_digest(model) != before
     handle.restore()
-    assert _state_digest(model) == before
+    assert state_digest(model) == before
     assert all(not p.requires_grad or p.grad is None for p in model.parameters())
 
 

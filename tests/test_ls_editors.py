@@ -1,7 +1,6 @@
 """ROME, MEMIT and AlphaEdit: closed forms against independent numpy derivations, bit-exact restore after many
 edits, module resolution, the ROME/EasyEdit stats layout, and deterministic context templates."""
 
-import hashlib
 import json
 
 import numpy as np
@@ -13,7 +12,7 @@ from transformers import (AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTJConfig
 from benchmark.editors import EditRequest, editor_class
 from benchmark.editors import context as context_mod
 from benchmark.editors.alphaedit import AlphaEditEditor, AlphaEditHparams, null_space_projector, null_space_update
-from benchmark.editors.base import load_hparams
+from benchmark.editors.base import load_hparams, state_digest
 from benchmark.editors.context import context_templates, model_cache_name
 from benchmark.editors.covariance import second_moments, stats_path
 from benchmark.editors.layers import edit_site, resolve_layout
@@ -24,13 +23,7 @@ from editprobe.paths import TASKS_DIR
 rng = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on shared, busy cores a second thread's synchronisation can cost 10-20x more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -68,14 +61,6 @@ def zsre_requests(data_dir):
 
     records = convert_file(data_dir / "knowedit" / "zsre_test.json").records[:50]
     return [EditRequest(r["id"], r["prompt"], r["subject"], r["alt"]) for r in records]
-
-
-def _digest(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _fast(cache, **kw):
@@ -156,25 +141,25 @@ def test_fifty_sequential_edits_restore_bit_exactly(tokenizer, zsre_requests, tm
     model = _tiny_llama(tokenizer, seed=1)
     extra = {"nullspace_threshold": 1.0} if cls is AlphaEditEditor else {}
     editor = cls(hparams(layers=layers, **_fast(tmp_path, **extra)))
-    before = _digest(model)
+    before = state_digest(model)
     handles = [editor.apply(model, tokenizer, [r]) for r in zsre_requests]
-    assert len(handles) == 50 and _digest(model) != before
+    assert len(handles) == 50 and state_digest(model) != before
     diag = handles[-1].diagnostics
     assert diag["layers"] == list(layers) and all(x > 0 for x in diag["right_vector_norm"])
     for h in reversed(handles):
         h.restore()
-    assert _digest(model) == before
+    assert state_digest(model) == before
     if cls is AlphaEditEditor:
         assert editor.edited_kkt == {}                   # the memory of edited keys is rolled back with the weights
 
 
 def test_a_failed_sequence_leaves_no_half_written_weights(tokenizer, tiny_llama, zsre_requests, tmp_path):
-    before = _digest(tiny_llama)
+    before = state_digest(tiny_llama)
     bad = EditRequest("bad", "Who wrote Hamlet?", "Macbeth", "Marlowe")      # the subject is not in the prompt
     editor = ROMEEditor(ROMEHparams(layers=(1,), mom2_adjustment=False, **_fast(tmp_path)))
     with pytest.raises(ValueError, match="subject 'Macbeth' does not occur in the edit prompt"):
         editor.apply(tiny_llama, tokenizer, [zsre_requests[0], bad])          # the first edit is written, then undone
-    assert _digest(tiny_llama) == before
+    assert state_digest(tiny_llama) == before
 
 
 def test_alphaedit_remembers_edited_keys_per_instance(tokenizer, zsre_requests, tmp_path):
@@ -329,7 +314,7 @@ def test_rome_smoke_edit_on_smollm2(zsre_requests, tmp_path):
 
     model, tokenizer, _ = load_model()
     request = zsre_requests[0]                                  # Epaspidoceras -> Noctuidae
-    before = _digest(model)
+    before = state_digest(model)
     pre = edit_accuracy(model, tokenizer, [request.prompt], [request.target])[0]
     editor = ROMEEditor(ROMEHparams(layers=(5,), mom2_adjustment=False, written_key="prompt", v_num_grad_steps=20,
                                     context_template_length_params=((4, 1),), cache_dir=str(tmp_path)))
@@ -340,4 +325,4 @@ def test_rome_smoke_edit_on_smollm2(zsre_requests, tmp_path):
     (edit,) = handle.diagnostics["edits"]
     assert edit["skipped_lower_layers"] is True and edit["nll_last"] < edit["nll_first"]
     handle.restore()
-    assert _digest(model) == before
+    assert state_digest(model) == before

@@ -1,6 +1,5 @@
 """KN (knowledge neurons), IKE (in-context editing) and the EasyEdit adapter."""
 
-import hashlib
 import json
 import math
 import sys
@@ -12,6 +11,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from benchmark.editors import EditRequest, RestoreError
+from benchmark.editors.base import state_digest
 from benchmark.editors.easyedit import EasyEditEditor, EasyEditHparams, easyedit_editor
 from benchmark.editors.ike import RETAIN_FACTS, IKEEditor, IKEHparams, request_demonstrations
 from benchmark.editors.kn import KNEditor, KNHparams, neuron_attributions, riemann_integrated_gradients, select_neurons
@@ -19,14 +19,6 @@ from benchmark.editors.kn import KNEditor, KNHparams, neuron_attributions, riema
 FAKE_EASYEDIT = Path(__file__).parent / "fake_easyedit"
 REQUEST = EditRequest("knowedit_zsre-00000", "Which family does Epaspidoceras belong to?", "Epaspidoceras",
                       "Noctuidae", "Aspidoceratidae")
-
-
-def _state_digest(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
@@ -37,13 +29,7 @@ def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-token batches are too small to share: on two busy cores a second thread only waits on the first."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +111,7 @@ def test_kn_attribution_finds_the_planted_neuron():
 
 def test_kn_rewrite_moves_the_selected_columns_then_restores_bit_exactly(smollm2):
     model, tokenizer = smollm2
-    before = _state_digest(model)
+    before = state_digest(model)
     w0 = {layer: model.model.layers[layer].mlp.down_proj.weight.detach().clone() for layer in (28, 29)}
     editor = KNEditor(KNHparams(layers=(28, 29), steps=4, max_neurons=3, mode="rewrite",
                                 erase_scale=2.0, update_scale=3.0))
@@ -144,12 +130,12 @@ def test_kn_rewrite_moves_the_selected_columns_then_restores_bit_exactly(smollm2
             assert torch.allclose(w[:, i], expected, atol=1e-6)
     assert handle.touched == sorted({f"model.layers.{n['layer']}.mlp.down_proj.weight" for n in neurons})
     handle.restore()
-    assert _state_digest(model) == before
+    assert state_digest(model) == before
 
 
 def test_kn_amplify_scales_the_selected_columns(smollm2):
     model, tokenizer = smollm2
-    before = _state_digest(model)
+    before = state_digest(model)
     w0 = model.model.layers[29].mlp.down_proj.weight.detach().clone()
     handle = KNEditor(KNHparams(layers=(29,), steps=4, max_neurons=2, mode="amplify", amplify_factor=3.0)).apply(
         model, tokenizer, [REQUEST])
@@ -159,7 +145,7 @@ def test_kn_amplify_scales_the_selected_columns(smollm2):
     others = [i for i in range(w.shape[1]) if i not in idx]
     assert torch.equal(w[:, others], w0[:, others])
     handle.restore()
-    assert _state_digest(model) == before
+    assert state_digest(model) == before
 
 
 # --------------------------------------------------------------------------- IKE
@@ -224,12 +210,12 @@ def test_ike_changes_no_weight_and_survives_the_chat_template(smollm2):
     from benchmark.sampling import render_prompts
 
     model, tokenizer = smollm2
-    before = _state_digest(model)
+    before = state_digest(model)
     demos = request_demonstrations(REQUEST)
     query = f"New fact: {REQUEST.prompt} Noctuidae\nPrompt: {REQUEST.prompt}"
     editor = IKEEditor(IKEHparams(k=2), embedder=StubEmbedder(query, {x.render().strip(): 0.5 for x in demos}))
     handle = editor.apply(model, tokenizer, [REQUEST])
-    assert handle.touched == [] and _state_digest(model) == before
+    assert handle.touched == [] and state_digest(model) == before
     wrapped = editor.wrap_prompt("What family are Epaspidoceras?", REQUEST)
     assert wrapped.count("New fact: ") == 3 and wrapped.endswith("\nPrompt: What family are Epaspidoceras?")
 
@@ -239,7 +225,7 @@ def test_ike_changes_no_weight_and_survives_the_chat_template(smollm2):
     rendered = render_prompts(tokenizer, [wrapped], Settings)[0]
     assert wrapped in rendered and rendered.index(wrapped) < rendered.rindex("<|im_start|>assistant")
     handle.restore()
-    assert _state_digest(model) == before
+    assert state_digest(model) == before
 
 
 # --------------------------------------------------------------------------- EasyEdit adapter
@@ -266,7 +252,7 @@ def test_easyedit_weights_copy_method_edits_then_restores_bit_exactly(fake_easye
     model = _tiny_llama()
     name = "model.layers.1.mlp.down_proj.weight"
     w0 = model.get_parameter(name).detach().clone()
-    before = _state_digest(model)
+    before = state_digest(model)
     editor = _easyedit("ADD-DELTA", fake_easyedit("ADD-DELTA"))
     assert editor.hparams.alg == "ADD-DELTA" and editor.hparams_dict()["easyedit_config"]["delta"] == 0.5
     handle = editor.apply(model, None, [REQUEST])
@@ -279,19 +265,19 @@ def test_easyedit_weights_copy_method_edits_then_restores_bit_exactly(fake_easye
                                  "ground_truth": "Aspidoceratidae"}]
     assert (call["copy"], call["return_orig_weights"], call["keep_original_weight"]) == (False, True, True)
     handle.restore()
-    assert _state_digest(model) == before
+    assert state_digest(model) == before
 
 
 def test_easyedit_unpatch_method_restores_bit_exactly(fake_easyedit):
     model = _tiny_llama()
     name = "model.layers.1.mlp.down_proj.weight"
     w0 = model.get_parameter(name).detach().clone()
-    before = _state_digest(model)
+    before = state_digest(model)
     handle = _easyedit("PATCH", fake_easyedit("PATCH")).apply(model, None, [REQUEST])
     assert torch.equal(model.get_parameter(name).detach()[:, 0], w0[:, 0] * 1.5)
     assert handle.touched == [name] and handle.diagnostics["restore"] == "unpatch"
     handle.restore()
-    assert _state_digest(model) == before
+    assert state_digest(model) == before
 
 
 def test_easyedit_refuses_an_edit_it_cannot_undo(fake_easyedit):

@@ -39,6 +39,15 @@ def tensor_digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 over every tensor of the state dict, bit for bit: equal digests mean identical weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 class EditHandle:
     """Originals of the touched parameters; ``restore()`` puts them back bit-exactly and checks it."""
 
@@ -53,6 +62,12 @@ class EditHandle:
     @property
     def touched(self) -> list[str]:
         return list(self._params)
+
+    @torch.no_grad()
+    def drift(self) -> float:
+        """Frobenius norm of (current - original) over the touched tensors: how far the weights are from before."""
+        return float(sum(((p.detach() - self._originals[n]).double() ** 2).sum() for n, p in self._params.items())
+                     ** 0.5)
 
     @torch.no_grad()
     def restore(self) -> None:
