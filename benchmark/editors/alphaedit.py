@@ -22,34 +22,17 @@ import torch
 from benchmark.editors.base import EditHandle
 from benchmark.editors.context import model_cache_name
 from benchmark.editors.memit import MEMITEditor
-from benchmark.editors.rome import compute_ks
+from benchmark.editors.rome import LocateEditHparams, compute_ks
 
 
 @dataclass(frozen=True)
-class AlphaEditHparams:
+class AlphaEditHparams(LocateEditHparams):
     layers: tuple[int, ...] = (4, 5, 6, 7, 8)
-    module_template: str | None = None
     v_num_grad_steps: int = 25
     v_lr: float = 0.1
-    v_weight_decay: float = 0.5
     clamp_norm_factor: float = 0.75
-    kl_factor: float = 0.0625
-    v_early_stop_loss: float = 0.05
     nullspace_threshold: float = 2e-2         # eigenvalues of C below this span the preserved keys' null space
     L2: float = 10.0                          # ridge term of Eq. 14 (the published configs call it L2)
-    mom2_dataset: str = "self"
-    mom2_n_samples: int = 300
-    mom2_dtype: str = "float32"
-    mom2_sample_tokens: int = 128
-    context_template_length_params: tuple = ((10, 5),)
-    seed: int = 0
-    skip_lower_layers: bool = True
-    stats_dir: str | None = None
-    cache_dir: str | None = None
-
-    def __post_init__(self):  # YAML gives [[10, 5]]: keep the frozen dataclass hashable
-        object.__setattr__(self, "context_template_length_params",
-                           tuple(tuple(p) for p in self.context_template_length_params))
 
 
 def null_space_projector(second_moment: torch.Tensor, threshold: float) -> tuple[torch.Tensor, int]:

@@ -22,34 +22,17 @@ import torch
 
 from benchmark.editors.base import EditHandle, EditRequest
 from benchmark.editors.layers import Layout, decoder_blocks, edit_site, resolve_layout
-from benchmark.editors.rome import LocateEditEditor, TargetVector, compute_ks, key_batch, optimise_target
+from benchmark.editors.rome import (LocateEditEditor, LocateEditHparams, TargetVector, compute_ks, key_batch,
+                                    optimise_target)
 
 
 @dataclass(frozen=True)
-class MEMITHparams:
+class MEMITHparams(LocateEditHparams):
     layers: tuple[int, ...] = (4, 5, 6, 7, 8)
-    module_template: str | None = None        # None: from model.config.model_type (benchmark.editors.layers)
     v_num_grad_steps: int = 25
-    v_lr: float = 0.5
-    v_weight_decay: float = 0.5
     clamp_norm_factor: float = 0.75
-    kl_factor: float = 0.0625
-    v_early_stop_loss: float = 0.05
     mom2_adjustment: bool = True              # False: C = I
     mom2_update_weight: float = 15000.0       # lambda
-    mom2_dataset: str = "self"                # "self" | local .txt/.jsonl file or folder | HF dataset[:config]
-    mom2_n_samples: int = 300
-    mom2_dtype: str = "float32"
-    mom2_sample_tokens: int = 128
-    context_template_length_params: tuple = ((10, 5),)
-    seed: int = 0
-    skip_lower_layers: bool = True
-    stats_dir: str | None = None
-    cache_dir: str | None = None
-
-    def __post_init__(self):  # YAML gives [[10, 5]]: keep the frozen dataclass hashable
-        object.__setattr__(self, "context_template_length_params",
-                           tuple(tuple(p) for p in self.context_template_length_params))
 
 
 def compute_z(model, tokenizer, request: EditRequest, layer: int, templates: list[str], layout: Layout,

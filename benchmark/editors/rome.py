@@ -41,30 +41,37 @@ from benchmark.metrics import target_token_ids
 
 
 @dataclass(frozen=True)
-class ROMEHparams:
-    layers: tuple[int, ...] = (5,)            # one layer in the paper; several are edited one after another
+class LocateEditHparams:
+    """What ROME, MEMIT and AlphaEdit share: the target-vector optimisation, key statistics, context templates."""
+
+    layers: tuple[int, ...] = (5,)
     module_template: str | None = None        # None: from model.config.model_type (benchmark.editors.layers)
     v_num_grad_steps: int = 20
     v_lr: float = 0.5
     v_weight_decay: float = 0.5
     clamp_norm_factor: float = 4.0
     kl_factor: float = 0.0625
-    v_early_stop_loss: float = 0.05           # ROME stops optimising v* once the total loss is below this
-    mom2_adjustment: bool = True              # False: C = I (plain least-norm rank-one update)
-    written_key: str = "average"              # "average": W' k* = v* (paper Eq. 2); "prompt": W' k(prompt) = v*
+    v_early_stop_loss: float = 0.05           # the optimisation stops once the total loss is below this
     mom2_dataset: str = "self"                # "self" | local .txt/.jsonl file or folder | HF dataset[:config]
     mom2_n_samples: int = 300
     mom2_dtype: str = "float32"
     mom2_sample_tokens: int = 128             # tokens per text (self-sampled length, truncation otherwise)
     context_template_length_params: tuple = ((10, 5),)   # (new tokens, count) of sampled context prefixes
     seed: int = 0                             # context templates and the self corpus
-    skip_lower_layers: bool = True            # run only the edited block and those above it while optimising v*
+    skip_lower_layers: bool = True            # run only the edited block and those above it while optimising
     stats_dir: str | None = None              # None: {cache_dir}/stats
     cache_dir: str | None = None              # None: the editprobe cache ($EDITPROBE_CACHE, ~/.cache/editprobe)
 
     def __post_init__(self):  # YAML gives [[10, 5]]: keep the frozen dataclass hashable
         object.__setattr__(self, "context_template_length_params",
                            tuple(tuple(p) for p in self.context_template_length_params))
+
+
+@dataclass(frozen=True)
+class ROMEHparams(LocateEditHparams):
+    layers: tuple[int, ...] = (5,)            # one layer in the paper; several are edited one after another
+    mom2_adjustment: bool = True              # False: C = I (plain least-norm rank-one update)
+    written_key: str = "average"              # "average": W' k* = v* (paper Eq. 2); "prompt": W' k(prompt) = v*
 
 
 # --------------------------------------------------------------------------- prompts and token positions
