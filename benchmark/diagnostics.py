@@ -190,7 +190,8 @@ def run_right_vector_norms(ctx: Context, spec: dict) -> dict:
                 handle.restore()
             rows.append({"editor": name, "clamp_norm_factor": clamp, "n": len(norms),
                          "mean": float(np.mean(norms)), "max": float(np.max(norms)), "min": float(np.min(norms)),
-                         "target_delta_norm_mean": _mean(deltas), "edit_success": _mean(es), "seconds_per_edit": _mean(seconds)})
+                         "target_delta_norm_mean": _mean(deltas), "edit_success": _mean(es),
+                         "seconds_per_edit": _mean(seconds)})
     return {"rows": rows}
 
 
