@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from benchmark import metrics as M
-from benchmark.editors import EditRequest, editor_class, load_hparams, preset_path
+from benchmark.editors import EditRequest, build_editor
 from editprobe.paths import TASKS_DIR
 
 DIAGNOSTICS_DIR = TASKS_DIR / "diagnostics"
@@ -123,14 +123,13 @@ def load_records(data_dir: Path, records: dict) -> list[dict]:
 
 def editor_for(ctx: Context, name: str, **overrides):
     """``name``'s preset for the model family with the spec's overrides, then ``overrides`` (known keys only)."""
-    cls = editor_class(name)
-    hp = load_hparams(cls.Hparams, preset_path(getattr(cls, "name", name), ctx.family))
-    fields = {f.name for f in dataclasses.fields(hp)}
-    changes = {k: v for k, v in {**ctx.hparams, **overrides}.items() if k in fields}
-    if "cache_dir" in fields and hp.cache_dir is None and "cache_dir" not in changes:
-        changes["cache_dir"] = str(ctx.cache_dir)
-    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
-    return cls(dataclasses.replace(hp, **changes))
+    base = build_editor(name, model_family=ctx.family)
+    fields = {f.name for f in dataclasses.fields(base.hparams)}
+    changes = {k: tuple(v) if isinstance(v, list) else v
+               for k, v in {**ctx.hparams, **overrides}.items() if k in fields}
+    if "cache_dir" in fields and base.hparams.cache_dir is None:
+        changes.setdefault("cache_dir", str(ctx.cache_dir))
+    return type(base)(base.hparams, **changes)
 
 
 def locality_probes(record: dict) -> list[tuple[str, str]]:
@@ -221,9 +220,9 @@ def plot_right_vector_norms(result: dict, spec: dict, path: Path) -> None:
 
 def run_norm_trajectory(ctx: Context, spec: dict) -> dict:
     rows, finals = [], []
+    pres = [pre_edit_argmax(ctx, r) for r in ctx.records]            # the unedited model: once for all editors
     for name in spec.get("editors", ["rome", "memit", "alphaedit"]):
         editor = editor_for(ctx, name)
-        pres = [pre_edit_argmax(ctx, r) for r in ctx.records]
         handles = []
         try:
             for step, (record, request) in enumerate(zip(ctx.records, ctx.requests()), start=1):
