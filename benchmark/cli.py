@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from editprobe.options import cache_dir_option, data_dir_option, dtype_option, model_option, out_option
+
 
 def _fmt(est: dict | None, pct: bool = False) -> str:
     if not est or est.get("value") is None:
@@ -29,35 +31,39 @@ def summary_table(rows: list[tuple[str, dict]]) -> str:
 
 
 @click.command()
-@click.option("--task", "task", required=True, help="Task name (tasks/<name>.yaml) or a task YAML path.")
+@click.option("--task", "task", required=True, help="Task name (see `editprobe tasks list`) or a task YAML path.")
 @click.option("--editor", "editor", required=True,
-              help="Editor: a built-in name (noop, ft, kn, ike, ...), easyedit:<ALG>, an entry point of group editprobe.editors, or package.module:Class.")
+              help="Editor: a name from `editprobe editors list`, easyedit:<ALG>, or package.module:Class.")
 @click.option("--hparams", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Hyper-parameter YAML; default: tasks/hparams/<editor>/<model family>.yaml when present.")
-@click.option("--model", default="smollm2-135m-instruct", show_default=True,
-              help="Hub id or local folder of a causal LM; the default is the embedded SmolLM2-135M-Instruct.")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+              help="Hyper-parameter YAML (checked before anything loads).")
+@click.option("--preset", default=None,
+              help="A shipped preset (`editprobe editors list`), or `defaults`; default: the model's entry in "
+                   "tasks/hparams/models.yaml, and an error when it has none.")
+@model_option()
+@dtype_option()
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N records.")
 @click.option("--dataset", "dataset_path", default=None, help="Override the task's dataset path (folder or hub id).")
 @click.option("--num-shards", type=click.IntRange(min=1), default=None,
               help="Split the records into N shards (default: from torchrun WORLD_SIZE or a Slurm array, else 1).")
 @click.option("--shard-index", type=click.IntRange(min=0), default=None)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="EDITPROBE_CACHE",
-              help="Model copy and pre-edit cache (default ~/.cache/editprobe).")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@cache_dir_option("model copy, pre-edit passes, editor statistics")
+@out_option(help="Run folder: results.json and samples.jsonl (a rerun resumes it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(task, editor, hparams, model, dtype, device, limit, dataset_path, num_shards, shard_index, cache_dir,
-        output_dir, quiet):
+def run(task, editor, hparams, preset, model, dtype, device, limit, dataset_path, num_shards, shard_index, cache_dir,
+        out, quiet):
     """Score an editor on a model against a task; writes results.json and samples.jsonl.
 
-    Rerunning the same command after an interruption continues where it stopped.
+    Rerunning the same command after an interruption continues where it stopped. Bad input (task file, editor
+    name, hyper-parameter names and values, edit mode) fails in seconds, before the model loads. Exits non-zero
+    when no record scored or more failed than the leaderboard accepts; the results file is written either way.
 
     \b
     Example:
-      editprobe run --task zsre --editor ft --limit 3 --output-dir runs/ft-zsre
+      editprobe run --task zsre --editor ft --limit 3 --out runs/ft-zsre
     """
-    from benchmark.runner import RunConfig, run as run_benchmark, shard_from_environment
+    from editprobe.benchmark.runner import RunConfig, run as run_benchmark, shard_from_environment
+    from editprobe.formats import MAX_FAILED_SHARE
 
     if num_shards is None:
         num_shards, env_index = shard_from_environment(dict(os.environ)) or (1, 0)
@@ -65,7 +71,7 @@ def run(task, editor, hparams, model, dtype, device, limit, dataset_path, num_sh
     shard_index = shard_index or 0
     if shard_index >= num_shards:
         raise click.BadParameter(f"shard index {shard_index} is not below the shard count {num_shards}")
-    cfg = RunConfig(task=task, editor=editor, output_dir=output_dir, model=model, hparams=hparams, dtype=dtype,
+    cfg = RunConfig(task=task, editor=editor, output_dir=out, model=model, hparams=hparams, preset=preset, dtype=dtype,
                     device=device, limit=limit, num_shards=num_shards, shard_index=shard_index,
                     dataset_path=dataset_path, cache_dir=cache_dir)
     try:
@@ -74,27 +80,30 @@ def run(task, editor, hparams, model, dtype, device, limit, dataset_path, num_sh
         raise click.ClickException(str(exc)) from None
     c = doc["counts"]
     click.echo(summary_table([(f"{editor} / {doc['provenance']['task']['name']}", doc)]))
-    click.echo(f"{c['ok']} scored, {c['failed']} failed -> {output_dir}/results.json")
+    click.echo(f"{c['ok']} scored, {c['failed']} failed -> {out}/results.json")
+    if c["ok"] == 0 or c["failed"] > MAX_FAILED_SHARE * c["records"]:
+        raise click.ClickException(f"{c['failed']} of {c['records']} records failed (more than "
+                                   f"{MAX_FAILED_SHARE:.0%}); see the errors in {out}/samples.jsonl")
 
 
 @click.command()
 @click.argument("shard_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@out_option(help="Folder of the merged results.json and samples.jsonl.")
 @click.option("--task", "task_file", default=None, help="Task file, when the shards ran one outside tasks/.")
-def merge(shard_dirs, output_dir, task_file):
+def merge(shard_dirs, out, task_file):
     """Merge shard outputs of one run into a single results file.
 
     \b
     Example:
-      editprobe merge runs/ft-0 runs/ft-1 --output-dir runs/ft
+      editprobe merge runs/ft-0 runs/ft-1 --out runs/ft
     """
-    from benchmark.runner import merge as merge_shards
+    from editprobe.benchmark.runner import merge as merge_shards
 
     try:
-        doc = merge_shards(list(shard_dirs), output_dir, task_file)
+        doc = merge_shards(list(shard_dirs), out, task_file)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"merged {len(shard_dirs)} shards, {doc['counts']['records']} records -> {output_dir}/results.json")
+    click.echo(f"merged {len(shard_dirs)} shards, {doc['counts']['records']} records -> {out}/results.json")
 
 
 @click.group()
@@ -105,18 +114,20 @@ def tasks():
 @tasks.command("list")
 def tasks_list():
     """One line per task: name, version, config, hash."""
-    from benchmark.tasks import load_task, task_files
+    from editprobe.benchmark.tasks import load_task, task_files
 
-    for path in task_files():
-        t = load_task(path)
-        click.echo(f"{t.name:<18} v{t.version}  {t.dataset_config:<17} {t.hash[:12]}  {t.description}")
+    found = [load_task(path) for path in task_files()]
+    width = max(len(t.name) for t in found)
+    for t in found:
+        click.echo(f"{t.name:<{width}}  v{t.version}  {t.dataset_config:<17} {t.hash[:12]}  "
+                   f"{t.uncertainty.max_new_tokens:>3} tokens  {t.description}")
 
 
 @tasks.command("show")
 @click.argument("name")
 def tasks_show(name):
     """Print a task's resolved content and hash as JSON."""
-    from benchmark.tasks import load_task
+    from editprobe.benchmark.tasks import load_task
 
     try:
         t = load_task(name)
@@ -129,7 +140,7 @@ def tasks_show(name):
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def tasks_validate(paths):
     """Validate task files against schemas/task.schema.json (all tasks when no path is given)."""
-    from benchmark.tasks import load_task, task_files
+    from editprobe.benchmark.tasks import load_task, task_files
 
     bad = 0
     for path in paths or task_files():
@@ -150,20 +161,29 @@ def _pct(est: dict | None) -> str:
 
 
 def markdown_table(rows: list[tuple[str, dict]]) -> str:
-    """The README's results table: standard metrics, U, ΔU with its CI, ΔU split by generative adoption."""
-    out = ["| run | n | Edit Succ. | Generalization | Locality | U_pre | U_post | ΔU (95% CI) "
-           "| ΔU adopted (n) | ΔU not adopted (n) | s/edit |",
-           "|---|--:|--:|--:|--:|--:|--:|---|---|---|--:|"]
+    """The README's results table: standard metrics, U, ΔU by both estimands with CIs, the median per-record ΔU,
+    ΔU split by generative adoption, seconds per edit; a ``null`` run's ΔU is restated under the table as the
+    sampling-noise floor."""
+    out = ["| run | n | Edit Succ. | Generalization | Locality | U_pre | U_post | ΔU ratio of means (95% CI) "
+           "| ΔU mean of ratios (95% CI) | ΔU median | ΔU adopted (n) | ΔU not adopted (n) | s/edit |",
+           "|---|--:|--:|--:|--:|--:|--:|---|---|--:|---|---|--:|"]
+    floors = []
     for name, doc in rows:
         m, u = doc["metrics"], doc["uncertainty"]["U"]
         split = doc.get("breakdowns", {}).get("adoption", {})
         cells = [f"{_pct(split[g]['delta_u'])} ({split[g]['n']})" if g in split else "–"
                  for g in ("adopted", "not_adopted")]
         edit_s = doc.get("timings", {}).get("mean_edit_seconds")
+        median = u.get("delta_u_median") or {}
+        median = "–" if median.get("value") is None else f"{median['value'] * 100:+.1f}%"
         out.append(f"| {name} | {u['n']} | {_fmt(m['reliability'])} | {_fmt(m.get('generalization'))} "
                    f"| {_fmt(m['locality'])} | {_fmt(u['u_pre'])} | {_fmt(u['u_post'])} | {_pct(u['delta_u'])} "
+                   f"| {_pct(u.get('delta_u_mean'))} | {median} "
                    f"| {cells[0]} | {cells[1]} | {'–' if edit_s is None else f'{edit_s:.1f}'} |")
-    return "\n".join(out)
+        if doc.get("provenance", {}).get("editor", {}).get("name") == "null":
+            floors.append(f"Sampling-noise floor ({name}): ΔU {_pct(u['delta_u'])}, mean of ratios "
+                          f"{_pct(u.get('delta_u_mean'))}.")
+    return "\n".join(out + ([""] + floors if floors else []))
 
 
 @click.command()
@@ -205,15 +225,13 @@ def _table(rows: list[dict]) -> str:
 @click.option("--list", "list_", is_flag=True, help="List the diagnostics under tasks/diagnostics/.")
 @click.option("--ci", is_flag=True, help="Use the file's CI-sized settings (a few records, short optimisation).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N records.")
-@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Hub id or local folder of a causal LM.")
+@model_option()
+@click.option("--preset", default=None, help="The editors' preset; default: the model's entry in tasks/hparams/models.yaml.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Source-data folder (default: $EDITPROBE_DATA, else ../shared/data).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="EDITPROBE_CACHE",
-              help="Model copy, context templates, covariance stats (default ~/.cache/editprobe).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build/diagnostics"),
-              show_default=True)
-def diagnose(name, list_, ci, limit, model, device, data_dir, cache_dir, out_dir):
+@data_dir_option()
+@cache_dir_option("model copy, context templates, covariance stats")
+@out_option(default=Path("build/diagnostics"), help="Folder of <name>.json and <name>.png.")
+def diagnose(name, list_, ci, limit, model, preset, device, data_dir, cache_dir, out):
     """Run a least-squares editing diagnostic; writes <out>/<name>.json and <out>/<name>.png.
 
     \b
@@ -222,7 +240,7 @@ def diagnose(name, list_, ci, limit, model, device, data_dir, cache_dir, out_dir
       editprobe diagnose right_vector_norms --ci
       editprobe diagnose layer_sweep --limit 10 --out build/diagnostics
     """
-    from benchmark import diagnostics as D
+    from editprobe.benchmark import diagnostics as D
     from editprobe.paths import default_data_dir
 
     if list_ or not name:
@@ -231,8 +249,8 @@ def diagnose(name, list_, ci, limit, model, device, data_dir, cache_dir, out_dir
             click.echo(f"{n:<20} {spec.get('description', '')}")
         return
     try:
-        doc = D.run_diagnostic(name, out_dir, model_id=model, device=device, data_dir=data_dir or default_data_dir(),
-                               cache_dir=cache_dir, ci=ci, limit=limit)
+        doc = D.run_diagnostic(name, out, model_id=model, device=device, data_dir=data_dir or default_data_dir(),
+                               cache_dir=cache_dir, ci=ci, limit=limit, preset=preset)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(_table(doc.get("summary") or doc["rows"]))
@@ -240,4 +258,4 @@ def diagnose(name, list_, ci, limit, model, device, data_dir, cache_dir, out_dir
         if doc.get(extra):
             click.echo()
             click.echo(_table(doc[extra]))
-    click.echo(f"\n{doc['seconds']:.0f} s; wrote {out_dir / (doc['diagnostic'] + '.json')} and .png")
+    click.echo(f"\n{doc['seconds']:.0f} s; wrote {out / (doc['diagnostic'] + '.json')} and .png")

@@ -35,13 +35,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-import yaml
 
-from benchmark import metrics as M
-from benchmark.editors import EditRequest, build_editor
-from editprobe.paths import TASKS_DIR
+from editprobe.benchmark import metrics as M
+from editprobe.benchmark.editors import EditRequest, build_editor
+from editprobe.registry import Registry
+from editprobe.resources import files_with_suffix, read_yaml, stem, tasks_dir
 
-DIAGNOSTICS_DIR = TASKS_DIR / "diagnostics"
+def diagnostics_dir():
+    """``tasks/diagnostics/``: one YAML spec per shipped diagnostic."""
+    return tasks_dir() / "diagnostics"
 COMMON_KEYS = {"diagnostic", "description", "records", "hparams", "ci", "seed"}
 
 
@@ -51,7 +53,7 @@ class Context:
 
     model: torch.nn.Module
     tokenizer: object
-    family: str                      # preset key under tasks/hparams/<editor>/
+    preset: str                      # preset name under tasks/hparams/<editor>/
     records: list[dict]
     cache_dir: Path
     hparams: dict                    # overrides applied to every editor preset (keys the editor knows)
@@ -68,13 +70,18 @@ class Kind:
     run: Callable[[Context, dict], dict]
     plot: Callable[[dict, dict, Path], None]
     keys: frozenset[str]             # parameters this kind reads besides COMMON_KEYS
+    description: str = ""            # one line for `editprobe diagnostics list`
 
 
-KINDS: dict[str, Kind] = {}
+#: Kinds of diagnostic (what a spec's ``diagnostic:`` field names); third parties add theirs through the
+#: entry-point group ``editprobe.diagnostics`` (a :class:`Kind` object).
+KINDS: Registry[Kind] = Registry("diagnostic kind", "editprobe.diagnostics", base=Kind, instance=True,
+                                 target_hint="package.module:KIND_OBJECT")
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in DIAGNOSTICS_DIR.glob("*.yaml"))
+    """The shipped diagnostic specs (``tasks/diagnostics/*.yaml``) by name."""
+    return [stem(p) for p in files_with_suffix(diagnostics_dir(), ".yaml")]
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -88,14 +95,14 @@ def load_spec(name_or_path: str | Path, ci: bool = False) -> tuple[str, dict]:
     """``(name, spec)`` from ``tasks/diagnostics/<name>.yaml`` or a path; ``ci`` applies the file's ``ci:`` block."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = DIAGNOSTICS_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
+        path = diagnostics_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
             raise ValueError(f"unknown diagnostic {str(name_or_path)!r}; known: {', '.join(available())}")
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    spec = read_yaml(path) or {}
     kind = spec.get("diagnostic")
-    if kind not in KINDS:
-        raise ValueError(f"{path}: field 'diagnostic' must be one of {', '.join(sorted(KINDS))}, got {kind!r}")
-    allowed = COMMON_KEYS | KINDS[kind].keys
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"{path}: field 'diagnostic' must be one of {', '.join(KINDS.names())}, got {kind!r}")
+    allowed = COMMON_KEYS | KINDS.get(kind).keys
     for block, where in ((spec, ""), (spec.get("ci") or {}, "ci.")):
         unknown = sorted(set(block) - allowed)
         if unknown:
@@ -109,7 +116,7 @@ def load_spec(name_or_path: str | Path, ci: bool = False) -> tuple[str, dict]:
 
 def load_records(data_dir: Path, records: dict) -> list[dict]:
     """The first ``limit`` records of ``source`` (a file under the source-data folder) after ``skip``."""
-    from dataset_builder.sources import convert_file
+    from editprobe.dataset_builder.sources import convert_file
 
     source = Path(data_dir) / records.get("source", "knowedit/zsre_test.json")
     result = convert_file(source)
@@ -122,14 +129,14 @@ def load_records(data_dir: Path, records: dict) -> list[dict]:
 # --------------------------------------------------------------------------- shared measurements
 
 def editor_for(ctx: Context, name: str, **overrides):
-    """``name``'s preset for the model family with the spec's overrides, then ``overrides`` (known keys only)."""
-    base = build_editor(name, model_family=ctx.family)
+    """``name``'s preset for the model with the spec's overrides, then ``overrides`` (known keys only)."""
+    base = build_editor(name, preset=ctx.preset, cache_dir=ctx.cache_dir)
     fields = {f.name for f in dataclasses.fields(base.hparams)}
     changes = {k: tuple(v) if isinstance(v, list) else v
                for k, v in {**ctx.hparams, **overrides}.items() if k in fields}
-    if "cache_dir" in fields and base.hparams.cache_dir is None:
-        changes.setdefault("cache_dir", str(ctx.cache_dir))
-    return type(base)(base.hparams, **changes)
+    editor = type(base)(base.hparams, **changes)
+    editor.cache_root = base.cache_root
+    return editor
 
 
 def locality_probes(record: dict) -> list[tuple[str, str]]:
@@ -305,18 +312,18 @@ def plot_sweep(result: dict, spec: dict, path: Path) -> None:
 # --------------------------------------------------------------------------- null-space rank per layer
 
 def run_nullspace_rank(ctx: Context, spec: dict) -> dict:
-    from benchmark.editors.context import model_cache_name
-    from benchmark.editors.covariance import second_moments
-    from benchmark.editors.layers import edit_site, resolve_layout, decoder_blocks
+    from editprobe.benchmark.editors.context import model_cache_name
+    from editprobe.benchmark.editors.covariance import second_moments
+    from editprobe.benchmark.editors.layers import edit_site, resolve_layout, decoder_blocks
 
-    hp = editor_for(ctx, "alphaedit").hparams
+    editor = editor_for(ctx, "alphaedit")
+    hp = editor.hparams
     layers = spec.get("layers", "all")
     if layers == "all":
         layers = list(range(len(decoder_blocks(ctx.model, resolve_layout(ctx.model, hp.module_template)))))
     sites = [edit_site(ctx.model, layer, hp.module_template) for layer in layers]
-    stats_dir = Path(hp.stats_dir) if hp.stats_dir else Path(hp.cache_dir) / "stats"
     moments = second_moments(ctx.model, ctx.tokenizer, sites, corpus=hp.mom2_dataset, n_samples=hp.mom2_n_samples,
-                             dtype=hp.mom2_dtype, stats_dir=stats_dir, seed=hp.seed,
+                             dtype=hp.mom2_dtype, stats_dir=editor.stats_dir, seed=hp.seed,
                              sample_tokens=hp.mom2_sample_tokens)
     thresholds = [float(t) for t in spec.get("thresholds", [hp.nullspace_threshold])]
     rows = []
@@ -396,8 +403,8 @@ def preservation_descent(w_k: torch.Tensor, k_star: torch.Tensor, v_star: torch.
 
 
 def run_preservation_sweep(ctx: Context, spec: dict) -> dict:
-    from benchmark.editors.layers import edit_site, resolve_layout
-    from benchmark.editors.rome import compute_ks, compute_v
+    from editprobe.benchmark.editors.layers import edit_site, resolve_layout
+    from editprobe.benchmark.editors.rome import compute_ks, compute_v
 
     editor = editor_for(ctx, "rome", mom2_adjustment=True)
     hp = editor.hparams
@@ -449,8 +456,8 @@ def plot_preservation_sweep(result: dict, spec: dict, path: Path) -> None:
 
 @torch.no_grad()
 def run_causal_trace(ctx: Context, spec: dict) -> dict:
-    from benchmark.editors.layers import decoder_blocks, edit_site, resolve_layout
-    from benchmark.editors.rome import subject_span
+    from editprobe.benchmark.editors.layers import decoder_blocks, edit_site, resolve_layout
+    from editprobe.benchmark.editors.rome import subject_span
 
     model, tok = ctx.model, ctx.tokenizer
     layout = resolve_layout(model)
@@ -554,43 +561,55 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-KINDS.update({
-    "right_vector_norms": Kind(run_right_vector_norms, plot_right_vector_norms,
-                               frozenset({"editors", "clamp_norm_factors"})),
-    "norm_trajectory": Kind(run_norm_trajectory, plot_norm_trajectory, frozenset({"editors"})),
-    "sweep": Kind(run_sweep, plot_sweep, frozenset({"editors", "grid", "title"})),
-    "nullspace_rank": Kind(run_nullspace_rank, plot_nullspace_rank, frozenset({"layers", "thresholds"})),
-    "preservation_sweep": Kind(run_preservation_sweep, plot_preservation_sweep,
-                               frozenset({"layer", "betas", "gamma", "lr", "max_steps", "tol"})),
-    "causal_trace": Kind(run_causal_trace, plot_causal_trace, frozenset({"window", "samples", "noise_scale", "probe", "min_p_clean"})),
-})
+KINDS.add("right_vector_norms", Kind(run_right_vector_norms, plot_right_vector_norms,
+                                     frozenset({"editors", "clamp_norm_factors"}),
+                                     "norms of each editor's update vectors per record"))
+KINDS.add("norm_trajectory", Kind(run_norm_trajectory, plot_norm_trajectory, frozenset({"editors"}),
+                                  "weight drift and update norms over sequential edits"))
+KINDS.add("sweep", Kind(run_sweep, plot_sweep, frozenset({"editors", "grid", "title"}),
+                        "Edit Success and Locality over a grid of hyper-parameter values"))
+KINDS.add("nullspace_rank", Kind(run_nullspace_rank, plot_nullspace_rank, frozenset({"layers", "thresholds"}),
+                                 "dimension of the covariance null space per layer and threshold"))
+KINDS.add("preservation_sweep", Kind(run_preservation_sweep, plot_preservation_sweep,
+                                     frozenset({"layer", "betas", "gamma", "lr", "max_steps", "tol"}),
+                                     "steps to converge as the preservation weight grows"))
+KINDS.add("causal_trace", Kind(run_causal_trace, plot_causal_trace,
+                               frozenset({"window", "samples", "noise_scale", "probe", "min_p_clean"}),
+                               "indirect effect of restoring MLP states on p(answer), per layer"))
 
 
 def run_diagnostic(name_or_path: str | Path, out_dir: Path, *, model_id: str, device: str = "auto",
                    data_dir: Path, cache_dir: Path | None = None, ci: bool = False, limit: int | None = None,
-                   model_bundle=None) -> dict:
-    """Run one diagnostic and write ``<out_dir>/<name>.json`` and ``<out_dir>/<name>.png``; returns the document."""
+                   model_bundle=None, preset: str | None = None) -> dict:
+    """Run one diagnostic and write ``<out_dir>/<name>.json`` and ``<out_dir>/<name>.png``; returns the document.
+
+    The editors' presets are ``preset``, else the model table's entry for ``model_id`` (an error when it has none).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
-    from benchmark.runner import git_hash, model_family
-    from editprobe import __version__
-    from editprobe.models import default_cache_dir, load_model
+    from editprobe import __version__, git_hash
+    from editprobe.benchmark.editors import preset_for_model
+    from editprobe.models import load_model
+    from editprobe.paths import default_cache_dir
 
     name, spec = load_spec(name_or_path, ci=ci)
+    preset = preset or preset_for_model(model_id)
+    if preset is None:
+        raise ValueError(f"no preset for model {model_id!r} in tasks/hparams/models.yaml; pass --preset NAME")
     records_spec = dict(spec.get("records") or {})
     if limit is not None:
         records_spec["limit"] = limit
     records = load_records(data_dir, records_spec)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     model, tokenizer, info = model_bundle or load_model(model_id, device=device, cache_dir=cache_dir)
-    ctx = Context(model, tokenizer, model_family(model_id, model), records, cache_dir,
+    ctx = Context(model, tokenizer, preset, records, cache_dir,
                   dict(spec.get("hparams") or {}), int(spec.get("seed", 0)))
-    kind = KINDS[spec["diagnostic"]]
+    kind = KINDS.get(spec["diagnostic"])
     t0 = time.perf_counter()
     result = kind.run(ctx, spec)
     doc = {"diagnostic": name, "kind": spec["diagnostic"], "spec": spec, "ci": ci,
-           "model": {"id": model_id, "family": ctx.family}, "records": [r["id"] for r in records],
+           "model": {"id": model_id, "preset": ctx.preset}, "records": [r["id"] for r in records],
            "seconds": time.perf_counter() - t0, "editprobe_version": __version__, "git": git_hash(), **result}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,24 +17,25 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmark import metrics as M
-from benchmark.editors import EditRequest, RestoreError, build_editor
-from benchmark.sampling import sample_responses
-from benchmark.tasks import Task, load_task
-from benchmark.uncertainty import (aleatoric_uncertainty, breakdown, epistemic_uncertainty, level_uncertainty,
-                                   summarize_delta, total_uncertainty)
-from editprobe import __version__
+from editprobe.benchmark import metrics as M
+from editprobe.benchmark.editors import EditRequest, HparamsChoice, RestoreError, build_editor, choose_hparams
+from editprobe.benchmark.sampling import SAMPLER_VERSION, effective_settings, pinned_config, sample_responses
+from editprobe.benchmark.tasks import Task, load_task
+from editprobe.benchmark.uncertainty import (aleatoric_uncertainty, breakdown, epistemic_uncertainty, level_uncertainty,
+                                             summarize_delta, total_uncertainty)
+from editprobe import __version__, git_hash
 from editprobe.formats import validate
-from editprobe.paths import REPO_ROOT
+from editprobe.models import DEFAULT_MODEL, DTYPES
 
 log = logging.getLogger("editprobe.run")
+#: Edit modes this runner measures (the others are declared by tasks and editors, and refused before loading).
+RUNNABLE_MODES = ("single",)
 BOOTSTRAP_SEED = 0
 
 
@@ -43,9 +44,10 @@ class RunConfig:
     task: str
     editor: str
     output_dir: Path
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     hparams: Path | None = None
-    dtype: str = "float32"
+    preset: str | None = None          # a shipped preset name, "defaults", or None: the model table
+    dtype: str = DTYPES[0]
     device: str = "auto"
     limit: int | None = None
     num_shards: int = 1
@@ -62,19 +64,6 @@ def shard_from_environment(env: dict[str, str]) -> tuple[int, int] | None:
         first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
         return int(env["SLURM_ARRAY_TASK_COUNT"]), int(env["SLURM_ARRAY_TASK_ID"]) - first
     return None
-
-
-def model_family(model_id: str, model) -> str:
-    """Preset key under tasks/hparams/<editor>/: the embedded default has its own; else the model_type."""
-    return "smollm2-135m" if model_id == "smollm2-135m-instruct" else model.config.model_type
-
-
-def git_hash() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 # --------------------------------------------------------------------------- data
@@ -109,11 +98,13 @@ def paraphrases(record: dict, task: Task) -> tuple[list[str], list[int]]:
 
 
 def measure(model, tokenizer, record: dict, task: Task, embedder, editor=None, request=None) -> dict:
-    """Sampled responses, their uncertainty, and the teacher-forced probes in the model's current state."""
+    """Sampled responses, their uncertainty, and the teacher-forced probes in the model's current state.
+    With an editor (the post-edit pass) the prompts are the editor's and so is the sampling seed."""
     wrap = (lambda p: editor.wrap_prompt(p, request)) if editor is not None else (lambda p: p)
+    seed = editor.sampling_seed(task.seed) if editor is not None else task.seed
     questions, levels = paraphrases(record, task)
     responses = sample_responses(model, tokenizer, [wrap(q) for q in questions], record["id"], levels,
-                                 task.uncertainty, task.seed)
+                                 task.uncertainty, seed)
     m, k = len(questions), task.uncertainty.samples_per_paraphrase
     H = embedder.encode([r for row in responses for r in row]).reshape(m, k, -1)
     dist = task.uncertainty.distance
@@ -298,28 +289,62 @@ def write_json(path: Path, doc: dict) -> None:
 
 # --------------------------------------------------------------------------- the run
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a run is, checked before any data or model loads: the task, the editor with checked
+    hyper-parameters, and where those came from."""
+
+    task: Task
+    editor: object
+    choice: HparamsChoice
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Validate everything that needs neither data nor a model, so bad input costs seconds, not a model load:
+    the task file (schema, YAML), the editor name, the hyper-parameter source (file, preset or the model table),
+    every hyper-parameter's name, type, choice and range, and the edit mode. Raises ValueError with one line
+    naming the file and field."""
+    from editprobe.paths import default_cache_dir
+
+    overrides = {"path": cfg.dataset_path} if cfg.dataset_path else None
+    task = load_task(cfg.task, overrides)
+    choice = choose_hparams(cfg.editor, cfg.model, hparams_file=cfg.hparams, preset=cfg.preset)
+    editor = build_editor(cfg.editor, choice.hparams_file, choice.preset, cache_dir=cfg.cache_dir or default_cache_dir())
+    if task.edit_mode not in editor.modes:
+        raise ValueError(f"{task.source}: field 'edit_mode': editor {cfg.editor!r} does not support "
+                         f"{task.edit_mode!r} (supports: {', '.join(editor.modes)})")
+    if task.edit_mode not in RUNNABLE_MODES:
+        raise ValueError(f"{task.source}: field 'edit_mode': {task.edit_mode!r} is not run by this version "
+                         f"(runs: {', '.join(RUNNABLE_MODES)})")
+    return Prepared(task, editor, choice)
+
+
+def pre_edit_key(task: Task, fingerprint: str, info, model) -> dict:
+    """Everything the pre-edit pass depends on: reuse it only when each of these is the same."""
+    import torch
+    import transformers
+
+    return {"model": info.id, "revision": info.revision, "dtype": info.dtype,
+            "dtype_used": str(next(model.parameters()).dtype).removeprefix("torch."), "device": info.device,
+            "task_hash": task.hash, "dataset": fingerprint, "seed": task.seed, "sampler_version": SAMPLER_VERSION,
+            "torch": torch.__version__, "transformers": transformers.__version__}
+
+
 def run(cfg: RunConfig, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from editprobe.embeddings import Embedder
-    from editprobe.models import default_cache_dir, load_model
+    from editprobe.models import load_model
+    from editprobe.paths import default_cache_dir
 
     started = time.perf_counter()
-    overrides = {"path": cfg.dataset_path} if cfg.dataset_path else None
-    task = load_task(cfg.task, overrides)
+    prepared = prepare(cfg)
+    task, editor = prepared.task, prepared.editor
     records, fingerprint = load_records(task)
     chosen = select(records, cfg.limit, cfg.num_shards, cfg.shard_index)
     model, tokenizer, info = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, cache_dir=cfg.cache_dir)
-    editor = build_editor(cfg.editor, cfg.hparams, model_family(cfg.model, model))
-    if task.edit_mode not in editor.modes:
-        raise ValueError(f"editor {cfg.editor!r} does not support edit mode {task.edit_mode!r} "
-                         f"(supports: {', '.join(editor.modes)})")
-    if task.edit_mode != "single":
-        raise NotImplementedError(f"edit mode {task.edit_mode!r} is declared but not run yet; use a 'single' task")
     embedder = Embedder(task.uncertainty.embedding_model, device=info.device)
-    cache_root = cfg.cache_dir or default_cache_dir()
-    pre_cache = PreEditCache(cache_root, {"model": info.id, "revision": info.revision, "dtype": info.dtype,
-                                          "task_hash": task.hash, "dataset": fingerprint, "seed": task.seed})
+    pre_cache = PreEditCache(cfg.cache_dir or default_cache_dir(), pre_edit_key(task, fingerprint, info, model))
     setup_seconds = time.perf_counter() - started
 
     out = Path(cfg.output_dir)
@@ -343,9 +368,13 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     provenance = {
         "package_version": __version__, "git_hash": git_hash(),
         "task": {"name": task.name, "version": task.version, "hash": task.hash},
-        "dataset": {"path": overrides["path"] if overrides else task.dataset_path, "config": task.dataset_config,
+        "dataset": {"path": cfg.dataset_path or task.dataset_path, "config": task.dataset_config,
                     "split": task.dataset_split, "revision": task.dataset_revision, "fingerprint": fingerprint},
-        "model": info.as_dict(), "editor": {"name": cfg.editor, "hparams": editor.hparams_dict()},
+        "model": info.as_dict(),
+        "editor": {"name": cfg.editor, "hparams": editor.hparams_dict(), "preset": prepared.choice.preset,
+                   "hparams_file": prepared.choice.hparams_file},
+        "generation": effective_settings(pinned_config(model, tokenizer, task.uncertainty.max_new_tokens),
+                                         task.uncertainty),
         "seeds": {"task_seed": task.seed, "bootstrap_seed": BOOTSTRAP_SEED}, "device": info.device,
         "limit": cfg.limit,
         "shard": {"index": cfg.shard_index, "count": cfg.num_shards} if cfg.num_shards > 1 else None,

@@ -9,12 +9,18 @@ not depend on which other records ran or in what order.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from benchmark.tasks import UncertaintySettings
+from editprobe.benchmark.tasks import UncertaintySettings
+
+#: Version of the sampling code: part of the pre-edit cache key, so a changed sampler never pairs a stale pre-edit
+#: pass with a fresh post-edit one. Bump it whenever the same seeds could give different samples.
+SAMPLER_VERSION = 2
 
 
 def row_seed(task_seed: int, record_id: str, level: int, sample: int) -> int:
@@ -77,16 +83,60 @@ def sample_responses(model, tokenizer, questions: list[str], record_id: str, lev
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     sampler = SeededNucleusSampler(uniforms, enc["input_ids"].shape[1], settings.temperature,
                                    settings.top_p, settings.top_k)
-    config = GenerationConfig(do_sample=False, max_new_tokens=settings.max_new_tokens,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=_stop_ids(model, tokenizer))
-    out = model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+    config = pinned_config(model, tokenizer, settings.max_new_tokens)
+    out = seeded_generate(model, enc["input_ids"], enc["attention_mask"], sampler, config)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     texts = [t.strip() for t in texts]
     return [texts[j * k:(j + 1) * k] for j in range(len(questions))]
 
 
-def _stop_ids(model, tokenizer) -> list[int]:
+# --------------------------------------------------------------------------- generate with our sampler only
+
+def stop_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the model's own."""
     ids = {tokenizer.eos_token_id}
     eos = model.generation_config.eos_token_id
     ids.update(eos if isinstance(eos, list) else [eos])
     return sorted(i for i in ids if i is not None)
+
+
+def pinned_config(model, tokenizer, max_new_tokens: int) -> GenerationConfig:
+    """Greedy decoding over the seeded sampler's one-hot scores: every option that adds a logits processor or
+    changes the search is set to its neutral value, so no penalty, n-gram block, minimum length or token
+    suppression runs before the sampler."""
+    stop = stop_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    return GenerationConfig(**{**GenerationConfig._get_default_generation_params(), "do_sample": False,
+                               "num_beams": 1, "max_new_tokens": max_new_tokens, "max_length": None,
+                               "eos_token_id": stop, "pad_token_id": pad, "bos_token_id": None})
+
+
+@contextlib.contextmanager
+def _no_model_defaults(model):
+    """transformers fills every option a passed config leaves unset from ``model.generation_config`` (a checkpoint's
+    repetition penalty, no-repeat n-grams, bad words ...); a neutral one there for the call leaves nothing to fill."""
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+def seeded_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampler: LogitsProcessor,
+                    config: GenerationConfig) -> torch.Tensor:
+    """``model.generate`` in which the seeded sampler is the only thing that shapes the scores."""
+    with _no_model_defaults(model):
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                              logits_processor=LogitsProcessorList([sampler]))
+
+
+def effective_settings(config: GenerationConfig, settings: UncertaintySettings | None = None) -> dict:
+    """What generate runs with (the pinned config after transformers' own defaults), for the results file."""
+    merged = copy.deepcopy(config)
+    merged.update(**GenerationConfig._get_default_generation_params(), defaults_only=True)
+    out = {k: v for k, v in merged.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    if settings is not None:
+        out["sampler"] = {"kind": "seeded nucleus (inverse CDF per row)", "version": SAMPLER_VERSION,
+                          "temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k}
+    return out

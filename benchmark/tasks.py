@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from editprobe.formats import validate
-from editprobe.paths import REPO_ROOT, TASKS_DIR
+from editprobe.resources import files_with_suffix, stem, tasks_dir
 
 
 @dataclass(frozen=True)
@@ -55,31 +55,48 @@ class Task:
         return task_hash(self.spec)
 
     def resolved_dataset_path(self) -> str:
-        """A relative local path resolves against the repository root; anything else is a hub id."""
-        local = REPO_ROOT / self.dataset_path
-        return str(local) if not Path(self.dataset_path).is_absolute() and local.exists() else self.dataset_path
+        """An existing local folder (relative paths from the current directory), else a hub id as written."""
+        local = Path(self.dataset_path)
+        return str(local.resolve()) if local.exists() else self.dataset_path
 
 
 def task_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def task_files() -> list[Path]:
-    return sorted(p for p in TASKS_DIR.glob("*.yaml") if p.name != "topics.yaml")
+def task_files() -> list:
+    """The shipped task files (``tasks/*.yaml`` but the topic list), as package resources."""
+    return [f for f in files_with_suffix(tasks_dir(), ".yaml") if f.name != "topics.yaml"]
 
 
-def load_task(name_or_path: str | Path, overrides: dict | None = None) -> Task:
-    """Load a task by name (tasks/<name>.yaml) or path; ``overrides`` patch ``dataset`` keys (e.g. path)."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = TASKS_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        known = ", ".join(p.stem for p in task_files())
+def load_task(name_or_path, overrides: dict | None = None) -> Task:
+    """Load a task by name (a shipped ``tasks/<name>.yaml``), by path, or from a task resource;
+    ``overrides`` patch ``dataset`` keys (e.g. path)."""
+    path = name_or_path
+    if isinstance(name_or_path, str) or isinstance(name_or_path, Path):
+        path = Path(name_or_path)
+        if path.suffix not in (".yaml", ".yml"):
+            path = tasks_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(stem(p) for p in task_files())
         raise ValueError(f"unknown task {str(name_or_path)!r} (known: {known})")
-    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if overrides:
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or exc})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: field '<root>': a task file is a mapping (see schemas/task.schema.json)")
+    if overrides and isinstance(spec.get("dataset"), dict):
         spec = {**spec, "dataset": {**spec["dataset"], **overrides}}
     validate(spec, "task", str(path))
+    return task_from_spec(spec, str(path))
+
+
+def task_from_spec(spec: dict, source: str) -> Task:
+    """A Task from an already validated spec (``load_task`` validates; the GPU check reads a shipped task file
+    on a node without jsonschema)."""
     u = spec["uncertainty"]
     return Task(
         name=spec["name"], version=spec["version"], description=spec["description"],
@@ -87,4 +104,4 @@ def load_task(name_or_path: str | Path, overrides: dict | None = None) -> Task:
         dataset_split=spec["dataset"]["split"], dataset_revision=spec["dataset"].get("revision"),
         edit_mode=spec["edit_mode"], metrics=spec["metrics"],
         uncertainty=UncertaintySettings(**{**u, "levels": tuple(u["levels"])}),
-        seed=spec["seed"], spec=spec, source=str(path))
+        seed=spec["seed"], spec=spec, source=source)

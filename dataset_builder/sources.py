@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from dataset_builder import BUILDER_VERSION
+from editprobe.dataset_builder import BUILDER_VERSION
 from editprobe.formats import schema_errors
+from editprobe.registry import Registry, RegistryError
 
 
 class RecordError(ValueError):
@@ -315,6 +316,11 @@ class SourceFormat:
     #: accepted shapes of the top-level ground_truth: "none" (absent), "str", "list"
     truth_shapes: frozenset[str]
 
+    @property
+    def description(self) -> str:
+        """What ``editprobe formats list`` says: the adapter's docstring."""
+        return (self.convert.__doc__ or "").strip()
+
     def matches(self, raw: Any) -> bool:
         return (isinstance(raw, dict) and self.signature <= raw.keys()
                 and _ground_truth_shape(raw) in self.truth_shapes)
@@ -326,7 +332,11 @@ def _ground_truth_shape(raw: dict) -> str:
     return "str" if isinstance(raw["ground_truth"], str) else "list"
 
 
-FORMATS: dict[str, SourceFormat] = {f.name: f for f in [
+#: Source formats, in detection order; third parties add theirs through the entry-point group
+#: ``editprobe.formats`` (a :class:`SourceFormat` object).
+FORMATS: Registry[SourceFormat] = Registry("source format", "editprobe.formats", base=SourceFormat, instance=True,
+                                           target_hint="package.module:FORMAT_OBJECT")
+for _fmt in [
     SourceFormat("mend_zsre", mend_zsre, "zsre", frozenset({"src", "alt", "answers", "loc", "loc_ans"}),
                  frozenset({"none"})),
     SourceFormat("easyedit_counterfact", easyedit_counterfact, "wiki_counterfact",
@@ -337,19 +347,20 @@ FORMATS: dict[str, SourceFormat] = {f.name: f for f in [
                  frozenset({"prompt", "target_new"}), frozenset({"str"})),
     SourceFormat("knowedit_wiki_recent", knowedit_wiki_recent, "wiki_recent", frozenset({"prompt", "target_new"}),
                  frozenset({"none"})),
-]}
+]:
+    FORMATS.add(_fmt.name, _fmt)
 
 
 def detect_format(raws: list[Any], file: str = "<input>") -> str:
     """The format most of the first 50 readable records match (first match in FORMATS order per record)."""
     votes: Counter[str] = Counter()
     for raw in [r for r in raws if not isinstance(r, RecordError)][:50]:
-        for fmt in FORMATS.values():
+        for _, fmt in FORMATS.items():
             if fmt.matches(raw):
                 votes[fmt.name] += 1
                 break
     if not votes:
-        raise SourceFileError(f"{file}: no known source format; pass --format (one of {', '.join(FORMATS)})")
+        raise SourceFileError(f"{file}: no known source format; pass --format (one of {', '.join(FORMATS.names())})")
     return votes.most_common(1)[0][0]
 
 
@@ -358,9 +369,10 @@ def convert_file(path: Path | str, format: str | None = None) -> Conversion:
     path = Path(path)
     raws = list(iter_raw_records(path))
     name = format or detect_format([r for _, r in raws], str(path))
-    if name not in FORMATS:
-        raise SourceFileError(f"{path}: unknown format {name!r}; choose one of {', '.join(FORMATS)}")
-    adapter = FORMATS[name].convert
+    try:
+        adapter = FORMATS.get(name).convert
+    except RegistryError as exc:
+        raise SourceFileError(f"{path}: {exc}") from None
     out = Conversion(file=path, format=name)
     for index, raw in raws:
         try:

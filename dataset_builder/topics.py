@@ -17,8 +17,8 @@ from collections import Counter
 
 import numpy as np
 
-from dataset_builder.generation import _answer_field, load_prompt
-from dataset_builder.llm import LLM
+from editprobe.dataset_builder.generation import _answer_field, load_prompt
+from editprobe.dataset_builder.llm import LLM
 from editprobe.formats import load_topic_descriptions, load_topics
 
 METHODS = ("llm", "embedding", "both")

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 from typing import Any, Iterable
 
-import jsonschema
-import yaml
-from referencing import Registry, Resource
+from editprobe.resources import files_with_suffix, read_yaml, schemas_dir, tasks_dir
 
-from editprobe.paths import SCHEMAS_DIR, TASKS_DIR
+
+#: The configs of the perturbation set, in the order the card and the site list them.
+CONFIGS = ("zsre", "wiki_recent", "wiki_counterfact")
+#: The configs whose paraphrases are of ``newquestion`` (written from the target model's subject_knowledge).
+WIKI_CONFIGS = ("wiki_recent", "wiki_counterfact")
+
+
+#: Share of failed records above which a run is not ranked on the leaderboard and ``editprobe run`` exits non-zero.
+MAX_FAILED_SHARE = 0.10
 
 
 class FormatError(ValueError):
@@ -24,36 +29,35 @@ class FormatError(ValueError):
 
 
 @functools.lru_cache(maxsize=None)
-def load_topics(path: Path = TASKS_DIR / "topics.yaml") -> tuple[str, ...]:
+def load_topic_descriptions() -> tuple[tuple[str, str], ...]:
+    """``(name, description)`` of the 15 topics of ``tasks/topics.yaml``, in ClassLabel order."""
+    return tuple((t["name"], t["description"]) for t in read_yaml(tasks_dir() / "topics.yaml")["topics"])
+
+
+def load_topics() -> tuple[str, ...]:
     """Topic names in ClassLabel order."""
-    return tuple(t["name"] for t in _read_yaml(path)["topics"])
-
-
-@functools.lru_cache(maxsize=None)
-def load_topic_descriptions(path: Path = TASKS_DIR / "topics.yaml") -> tuple[tuple[str, str], ...]:
-    return tuple((t["name"], t["description"]) for t in _read_yaml(path)["topics"])
-
-
-def _read_yaml(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return tuple(name for name, _ in load_topic_descriptions())
 
 
 @functools.lru_cache(maxsize=None)
 def load_schema(name: str) -> dict:
     """Load ``schemas/<name>.schema.json``, with the topic enum filled in from tasks/topics.yaml."""
-    with open(SCHEMAS_DIR / f"{name}.schema.json", encoding="utf-8") as fh:
-        schema = json.load(fh)
+    schema = json.loads((schemas_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
     topic = schema.get("$defs", {}).get("topic")
     if topic is not None:
         topic["enum"] = [*load_topics(), None]
     return schema
 
 
+# jsonschema and referencing are imported where they are used, so code that only reads these constants or
+# loads a task without validating it (benchmarks/gpu_check.py on a bare GPU node) does not need them.
+
 @functools.lru_cache(maxsize=None)
-def _registry() -> Registry:
+def _registry():
+    from referencing import Registry, Resource
+
     resources = []
-    for path in sorted(SCHEMAS_DIR.glob("*.schema.json")):
+    for path in files_with_suffix(schemas_dir(), ".schema.json"):
         schema = load_schema(path.name.removesuffix(".schema.json"))
         resource = Resource.from_contents(schema)
         resources.append((schema["$id"], resource))
@@ -62,7 +66,10 @@ def _registry() -> Registry:
 
 
 @functools.lru_cache(maxsize=None)
-def validator(name: str) -> jsonschema.protocols.Validator:
+def validator(name: str):
+    """The jsonschema validator of schema ``name`` (resolving references between the project's schemas)."""
+    import jsonschema
+
     schema = load_schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
@@ -101,12 +108,12 @@ def _leaves(errors):
             yield error
 
 
-def _field(error: jsonschema.ValidationError) -> str:
+def _field(error) -> str:
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     return f"'{path.lstrip('.') or '<root>'}'"
 
 
-def _short(error: jsonschema.ValidationError) -> str:
+def _short(error) -> str:
     message = error.message
     return message if len(message) <= 200 else message[:197] + "..."
 

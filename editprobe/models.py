@@ -15,9 +15,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from editprobe.paths import default_cache_dir
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_DTYPES = ("float32", "float16", "bfloat16")
+#: Weight dtypes a model can be loaded in (the CLI offers these).
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -31,11 +34,6 @@ class ModelInfo:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def default_cache_dir() -> Path:
-    """$EDITPROBE_CACHE, else ~/.cache/editprobe (read at the CLI boundary and passed down)."""
-    return Path(os.environ.get("EDITPROBE_CACHE", Path.home() / ".cache" / "editprobe"))
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -91,8 +89,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32", dev
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     device = resolve_device(device)
     if name_or_path == DEFAULT_MODEL:
         path, hub_revision = smollm2_local_copy(cache_dir or default_cache_dir()), None

@@ -1,25 +1,25 @@
-"""Where the project's declarative files live, and where the real source data is read from."""
+"""The user's locations: the real source data and the writable cache. Resolved once, at the CLI or test boundary,
+and passed down as arguments; library code never reads these variables itself."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS_DIR = REPO_ROOT / "schemas"
-TASKS_DIR = REPO_ROOT / "tasks"
-
 #: Environment variable naming the folder of real source data (KnowEdit files, format samples).
 DATA_ENV = "EDITPROBE_DATA"
+#: Environment variable naming editprobe's writable cache (model copies, pre-edit passes, LLM calls, stats).
+CACHE_ENV = "EDITPROBE_CACHE"
 
 
 def default_data_dir() -> Path:
-    """The source-data folder: $EDITPROBE_DATA, else ``../shared/data`` beside the repository.
-
-    Read once, at the CLI or test boundary; library functions take the folder as an argument.
-    """
+    """The source-data folder: $EDITPROBE_DATA, else ``../shared/data`` from the current directory (the layout
+    of a checkout beside its shared data folder)."""
     value = os.environ.get(DATA_ENV)
-    if value:
-        path = Path(value)
-        return path if path.is_absolute() else (Path.cwd() / path).resolve()
-    return (REPO_ROOT.parent / "shared" / "data").resolve()
+    return Path(value).resolve() if value else (Path.cwd() / ".." / "shared" / "data").resolve()
+
+
+def default_cache_dir() -> Path:
+    """$EDITPROBE_CACHE, else ``~/.cache/editprobe``: the one place editprobe writes state of its own."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value) if value else Path.home() / ".cache" / "editprobe"

@@ -25,7 +25,7 @@ import numpy as np
 
 METRIC_NAMES = ("reliability", "generalization", "portability", "locality")
 UNCERTAINTY_KEYS = ("U", "U_alea", "U_epis")
-DELTA_KEYS = ("delta_u", "delta_u_mean", "abs_diff", "u_pre", "u_post")
+DELTA_KEYS = ("delta_u", "delta_u_mean", "delta_u_median", "abs_diff", "u_pre", "u_post")
 ALPHA = 0.05
 REL_TOL, ABS_TOL = 1e-9, 1e-12
 
@@ -62,23 +62,25 @@ def mean_estimate(values: list[float | None], s: Settings) -> dict:
 
 
 def delta_estimates(pre: np.ndarray, post: np.ndarray, s: Settings) -> dict:
-    """ΔU (ratio of means), mean per-record ΔU, mean absolute change and the two means, paired CIs."""
+    """ΔU (ratio of means), mean and median per-record ΔU, mean absolute change and the two means, paired CIs;
+    the count of records whose U_pre lies below the floor."""
     pre, post = np.asarray(pre, dtype=np.float64), np.asarray(post, dtype=np.float64)
     n = pre.shape[0]
     if n == 0:
-        return {"n": 0, **{k: _none_estimate() for k in DELTA_KEYS}}
+        return {"n": 0, "n_floor": 0, **{k: _none_estimate() for k in DELTA_KEYS}}
 
     def statistics(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
         # a, b: (..., n) U_pre and U_post -> each statistic (...,)
         mean_a, mean_b = a.mean(axis=-1), b.mean(axis=-1)
+        per_record = (b - a) / np.maximum(a, s.floor)
         return {"delta_u": (mean_b - mean_a) / np.maximum(mean_a, s.floor),
-                "delta_u_mean": ((b - a) / np.maximum(a, s.floor)).mean(axis=-1),
+                "delta_u_mean": per_record.mean(axis=-1), "delta_u_median": np.median(per_record, axis=-1),
                 "abs_diff": (b - a).mean(axis=-1),
                 "u_pre": mean_a, "u_post": mean_b}
 
     idx = np.random.default_rng(s.seed).integers(0, n, size=(s.n_boot, n))  # shared by pre and post
     point, boot = statistics(pre, post), statistics(pre[idx], post[idx])
-    return {"n": n, **{k: _percentiles(point[k], boot[k]) for k in DELTA_KEYS}}
+    return {"n": n, "n_floor": int((pre < s.floor).sum()), **{k: _percentiles(point[k], boot[k]) for k in DELTA_KEYS}}
 
 
 def _grouped(pre: np.ndarray, post: np.ndarray, labels: list[str], s: Settings) -> dict:

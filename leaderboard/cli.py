@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from leaderboard.submissions import DEFAULT_SUBMISSIONS
+from editprobe.leaderboard.submissions import DEFAULT_SUBMISSIONS
+from editprobe.options import out_option
 
 _SUBMISSIONS = click.option(
     "--submissions", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_SUBMISSIONS,
-    show_default="leaderboard/submissions", help="The submissions folder (<model>/<editor>/<task>/).")
+    show_default=True, help="The submissions folder (<model>/<editor>/<task>/); relative to the current directory.")
 _TASKS_DIR = click.option(
     "--tasks-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-    help="Folder of the task files whose versions and hashes runs must match  [default: tasks/]")
+    help="Folder of the task files whose versions and hashes runs must match  [default: the shipped tasks]")
 
 
 @click.command("submit")
@@ -34,9 +35,9 @@ def submit(results_dirs: tuple[Path, ...], submissions: Path, replace: bool, tas
     Example:
       editprobe submit runs/ft-zsre runs/noop-zsre --submissions build/submissions
     """
-    from leaderboard.known_tasks import load_known_tasks
-    from leaderboard.submit import SubmissionError
-    from leaderboard.submit import submit as file_run
+    from editprobe.leaderboard.known_tasks import load_known_tasks
+    from editprobe.leaderboard.submit import SubmissionError
+    from editprobe.leaderboard.submit import submit as file_run
 
     known = load_known_tasks(tasks_dir) if tasks_dir else load_known_tasks()
     failures = 0
@@ -86,7 +87,7 @@ def validate(submissions: Path, tasks_dir: Path | None) -> None:
     Example:
       editprobe leaderboard validate --submissions leaderboard/submissions
     """
-    from leaderboard.validation import validate_folder
+    from editprobe.leaderboard.validation import validate_folder
 
     if not submissions.is_dir():
         raise click.ClickException(f"{submissions}: no such submissions folder")
@@ -100,8 +101,7 @@ def validate(submissions: Path, tasks_dir: Path | None) -> None:
 
 @leaderboard.command("build")
 @_SUBMISSIONS
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/site"),
-              show_default=True, help="Where to write the site (replaced if it holds an earlier build).")
+@out_option(default=Path("build/site"), help="Where to write the site (replaced if it holds an earlier build).")
 @click.option("--skip-invalid", is_flag=True, help="Build from the accepted runs even when some are rejected.")
 @_TASKS_DIR
 def build(submissions: Path, out: Path, skip_invalid: bool, tasks_dir: Path | None) -> None:
@@ -114,8 +114,8 @@ def build(submissions: Path, out: Path, skip_invalid: bool, tasks_dir: Path | No
     Example:
       editprobe leaderboard build --submissions leaderboard/submissions --out build/site
     """
-    from leaderboard.site import SiteError
-    from leaderboard.site import build as build_site
+    from editprobe.leaderboard.site import SiteError
+    from editprobe.leaderboard.site import build as build_site
 
     if not submissions.is_dir():
         raise click.ClickException(f"{submissions}: no such submissions folder")

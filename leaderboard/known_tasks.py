@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from editprobe.paths import TASKS_DIR
+from editprobe.formats import CONFIGS
+from editprobe.resources import files_with_suffix, tasks_dir
 
-# Display order on the site; other tasks follow alphabetically.
-TASK_ORDER = ("zsre", "wiki_recent", "wiki_counterfact")
+# Display order on the site (that of the dataset configs); other tasks follow alphabetically.
+TASK_ORDER = CONFIGS
 
 
 def spec_hash(spec: dict) -> str:
@@ -32,7 +33,7 @@ class KnownTask:
     name: str
     version: int
     spec: dict
-    source: Path
+    source: str
 
     @property
     def hash(self) -> str:
@@ -45,13 +46,14 @@ class KnownTask:
         return reported_hash in (self.hash, self.hash_with_dataset_path(dataset_path))
 
 
-def load_known_tasks(tasks_dir: Path = TASKS_DIR) -> dict[str, KnownTask]:
-    """Benchmark tasks by name: every ``*.yaml`` directly in tasks/ that declares a name and a dataset."""
+def load_known_tasks(folder: Path | None = None) -> dict[str, KnownTask]:
+    """Benchmark tasks by name: every ``*.yaml`` directly in ``folder`` (default: the shipped tasks) that
+    declares a name and a dataset."""
     known = {}
-    for path in sorted(Path(tasks_dir).glob("*.yaml")):
+    for path in files_with_suffix(Path(folder) if folder is not None else tasks_dir(), ".yaml"):
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(spec, dict) and {"name", "version", "dataset", "uncertainty"} <= spec.keys():
-            known[spec["name"]] = KnownTask(spec["name"], spec["version"], spec, path)
+            known[spec["name"]] = KnownTask(spec["name"], spec["version"], spec, str(path))
     return known
 
 

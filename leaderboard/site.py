@@ -16,19 +16,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from editprobe import __version__
 from editprobe.formats import load_topics
-from editprobe.paths import REPO_ROOT
-from leaderboard import plots
-from leaderboard.known_tasks import KnownTask, load_known_tasks, task_sort_key
-from leaderboard.submissions import SAMPLES, Run, gzip_bytes
-from leaderboard.validation import Report, validate_folder
+from editprobe.resources import leaderboard_dir
+from editprobe.leaderboard import plots
+from editprobe.leaderboard.known_tasks import KnownTask, load_known_tasks, task_sort_key
+from editprobe.leaderboard.submissions import SAMPLES, Run, gzip_bytes
+from editprobe.leaderboard.validation import Report, validate_folder
 
-HERE = Path(__file__).resolve().parent
-TEMPLATES, STATIC = HERE / "templates", HERE / "static"
-README_SECTION = "Submitting to the leaderboard"
+GUIDE = "SUBMITTING.md"   # the how-to-submit page, a package file (leaderboard/SUBMITTING.md)
 MARKER = ".editprobe-site"
 N_EXAMPLES = 3
 METRIC_COLUMNS = (("reliability", "Edit Succ."), ("locality", "Locality"), ("portability", "Portability"),
@@ -127,18 +125,18 @@ def run_tables(doc: dict) -> dict[str, list[dict]]:
     tables["adoption"] = [est("adoption", k, v) for k, v in doc["adoption"].items()]
     tables["uncertainty"] = [{**est("uncertainty", k, v.get(stat), stat), "n": v.get("n")}
                              for k, v in doc["uncertainty"].items()
-                             for stat in ("u_pre", "u_post", "delta_u", "delta_u_mean", "abs_diff")]
+                             for stat in ("u_pre", "u_post", "delta_u", "delta_u_mean", "delta_u_median", "abs_diff")]
     for group in ("topic", "level", "adoption"):
         tables[f"by_{group}"] = [{**est(f"by_{group}", k, v.get(stat), stat), "n": v.get("n")}
                                  for k, v in doc["breakdowns"].get(group, {}).items()
-                                 for stat in ("u_pre", "u_post", "delta_u", "delta_u_mean", "abs_diff")]
+                                 for stat in ("u_pre", "u_post", "delta_u", "delta_u_mean", "delta_u_median", "abs_diff")]
     return tables
 
 
 def summary_rows(doc_section: dict) -> list[dict]:
     """Delta summaries as one row each (for the page): name, n, u_pre, u_post, ΔU, mean ΔU, abs diff."""
     return [{"name": k, "n": v.get("n"), **{s: _estimate(v.get(s)) for s in
-                                           ("u_pre", "u_post", "delta_u", "delta_u_mean", "abs_diff")}}
+                                           ("u_pre", "u_post", "delta_u", "delta_u_mean", "delta_u_median", "abs_diff")}}
             for k, v in doc_section.items()]
 
 
@@ -162,24 +160,6 @@ def _first(responses: list, j: int) -> str:
 
 
 # --------------------------------------------------------------------------- the submit page
-
-def readme_section(text: str, title: str = README_SECTION) -> str | None:
-    """The markdown under heading ``title`` up to the next heading of the same or a higher level."""
-    lines, out, level = text.splitlines(), None, 0
-    fence = False
-    for line in lines:
-        if line.lstrip().startswith("```"):
-            fence = not fence
-        m = None if fence else re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
-        if out is None:
-            if m and m.group(2).strip() == title:
-                out, level = [], len(m.group(1))
-            continue
-        if m and len(m.group(1)) <= level:
-            break
-        out.append(line)
-    return "\n".join(out).strip() if out is not None else None
-
 
 def render_markdown(text: str) -> str:
     """Markdown to HTML: raw HTML in the source is escaped; relative links (files of the repository,
@@ -211,12 +191,15 @@ def render_markdown(text: str) -> str:
     return md.renderer.render(tokens, md.options, {})
 
 
-def submit_page_markdown(readme: Path) -> tuple[str, str]:
-    """(markdown, where it came from): the README's "Submitting to the leaderboard" section."""
-    section = readme_section(readme.read_text(encoding="utf-8")) if readme.exists() else None
-    if not section:
-        raise ValueError(f"{readme}: no section “{README_SECTION}” to generate the how-to-submit page from")
-    return section, f"{readme.name}, section “{README_SECTION}”"
+def guide_markdown(guide=None) -> tuple[str, str]:
+    """(markdown, where it came from) of the how-to-submit page: the guide's text below its title line.
+    ``guide`` is a path; by default the packaged ``leaderboard/SUBMITTING.md``."""
+    resource = leaderboard_dir() / GUIDE if guide is None else Path(guide)
+    text = resource.read_text(encoding="utf-8")
+    body = re.sub(r"\A\s*#\s[^\n]*\n", "", text, count=1).strip()
+    if not body:
+        raise SiteError(f"{resource}: the submission guide is empty")
+    return body, f"leaderboard/{GUIDE}" if guide is None else Path(guide).name
 
 
 # --------------------------------------------------------------------------- rendering
@@ -249,7 +232,7 @@ def _sortval(value) -> str:
 
 
 def environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True),
+    env = Environment(loader=PackageLoader("editprobe.leaderboard", "templates"), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(num=_fmt, signed=_signed, ci=_ci, sortval=_sortval,
                        pretty=lambda obj: json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True))
@@ -312,7 +295,7 @@ def _figures(section_rows: list[dict], runs_by_slug: dict[str, Run], task: str, 
 
 
 def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | None = None,
-                submissions: Path | None = None, readme: Path = REPO_ROOT / "README.md") -> list[Path]:
+                submissions: Path | None = None, guide: Path | None = None) -> list[Path]:
     """Write the site for accepted ``runs`` into ``out`` (replacing an earlier build); returns the pages."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
@@ -343,13 +326,16 @@ def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | Non
     common = {"version": __version__, "n_runs": len(runs), "metric_columns": METRIC_COLUMNS}
     _write(stage / "index.html", env.get_template("index.html").render(root="", sections=sections, **common))
     pages.append(out / "index.html")
-    markdown, source = submit_page_markdown(readme)
+    markdown, source = guide_markdown(guide)
     _write(stage / "submit.html", env.get_template("submit.html").render(
         root="", body=render_markdown(markdown), source=source, **common))
     pages.append(out / "submit.html")
     for run in runs:
         pages.append(out / _run_page(run, env, stage, known, common))
-    shutil.copytree(STATIC, stage / "static", ignore=shutil.ignore_patterns("*.md"))
+    for asset in (leaderboard_dir() / "static").iterdir():
+        if asset.is_file() and not asset.name.endswith(".md"):
+            (stage / "static").mkdir(exist_ok=True)
+            (stage / "static" / asset.name).write_bytes(asset.read_bytes())
     (stage / MARKER).write_text(f"built by editprobe {__version__}\n")
     if out.exists():
         shutil.rmtree(out)
@@ -387,7 +373,7 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def build(submissions: Path, out: Path, *, skip_invalid: bool = False, readme: Path = REPO_ROOT / "README.md",
+def build(submissions: Path, out: Path, *, skip_invalid: bool = False, guide: Path | None = None,
           tasks_dir: Path | None = None) -> tuple[Report, list[Path]]:
     """Validate the submissions folder and render the site from the accepted runs.
 
@@ -397,4 +383,4 @@ def build(submissions: Path, out: Path, *, skip_invalid: bool = False, readme: P
     report = validate_folder(submissions, known=known)
     if report.rejected and not skip_invalid:
         return report, []
-    return report, render_site(report.accepted, out, known=known, submissions=submissions, readme=readme)
+    return report, render_site(report.accepted, out, known=known, submissions=submissions, guide=guide)

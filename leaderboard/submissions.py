@@ -13,9 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from editprobe.paths import REPO_ROOT
-
-DEFAULT_SUBMISSIONS = REPO_ROOT / "leaderboard" / "submissions"
+#: Where the CLI looks when ``--submissions`` is not given: the committed folder, from a checkout's top.
+DEFAULT_SUBMISSIONS = Path("leaderboard") / "submissions"
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl.gz"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from leaderboard.known_tasks import KnownTask, load_known_tasks
-from leaderboard.submissions import RESULTS, SAMPLES, discover, gzip_bytes, read_run, submission_parts
-from leaderboard.validation import check_run, identity, validate_runs
+from editprobe.leaderboard.known_tasks import KnownTask, load_known_tasks
+from editprobe.leaderboard.submissions import RESULTS, SAMPLES, discover, gzip_bytes, read_run, submission_parts
+from editprobe.leaderboard.validation import check_run, identity, validate_runs
 
 
 class SubmissionError(ValueError):

@@ -2,9 +2,9 @@
 
 A run is accepted when
 1. ``results.json`` matches ``schemas/results.schema.json`` and ``samples.jsonl.gz`` is readable;
-2. its task is known: name and version of a ``tasks/*.yaml`` file, hash as in :mod:`leaderboard.known_tasks`,
+2. its task is known: name and version of a ``tasks/*.yaml`` file, hash as in :mod:`editprobe.leaderboard.known_tasks`,
    dataset config/split/revision those of the task file;
-3. every aggregate recomputed from the samples (:mod:`leaderboard.aggregates`) equals the reported one;
+3. every aggregate recomputed from the samples (:mod:`editprobe.leaderboard.aggregates`) equals the reported one;
 4. inside a submissions folder, it is filed under ``<model>/<editor>/<task>/`` as its provenance says;
 5. it is not a duplicate of a run accepted before it (same model, revision, editor, hyper-parameters and
    task hash; or the same samples content, timings aside).
@@ -19,12 +19,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from editprobe.formats import schema_errors
-from leaderboard.aggregates import SampleError, Settings, lookup, mismatches, recompute
-from leaderboard.known_tasks import KnownTask, load_known_tasks
-from leaderboard.submissions import SAMPLES, Run, discover, samples_fingerprint, submission_parts
+from editprobe.formats import MAX_FAILED_SHARE, schema_errors
+from editprobe.leaderboard.aggregates import SampleError, Settings, lookup, mismatches, recompute
+from editprobe.leaderboard.known_tasks import KnownTask, load_known_tasks
+from editprobe.leaderboard.submissions import SAMPLES, Run, discover, samples_fingerprint, submission_parts
 
-MAX_FAILED_SHARE = 0.10
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,10 @@ def check_task(doc: dict, known: dict[str, KnownTask]) -> str | None:
         return f"unknown task {task['name']!r} (known: {', '.join(sorted(known)) or 'none'})"
     if task["version"] != spec.version:
         return (f"task {spec.name} version {task['version']} is not the current version {spec.version} "
-                f"of {spec.source.name}")
+                f"of {Path(spec.source).name}")
     if not spec.accepts(task["hash"], dataset["path"]):
         return (f"task hash {task['hash'][:12]}… is not a known hash of {spec.name} v{spec.version} "
-                f"({spec.source.name} hashes to {spec.hash[:12]}…, or "
+                f"({Path(spec.source).name} hashes to {spec.hash[:12]}…, or "
                 f"{spec.hash_with_dataset_path(dataset['path'])[:12]}… with dataset.path {dataset['path']!r})")
     for key in ("config", "split", "revision"):
         if dataset[key] != spec.spec["dataset"].get(key):

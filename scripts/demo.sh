@@ -2,25 +2,26 @@
 # The main job on the embedded default (SmolLM2-135M-Instruct, CPU); run through `make demo`.
 #  1. build the sample perturbation set from the real source data (offline; zero model calls when the
 #     committed cache covers it) -> build/perturbations, loadable with load_dataset(path, "zsre");
-#  2. score the noop control and FT-M on a few ZsRE records and print the comparison table;
+#  2. score the null control (the sampling-noise floor) and FT-M on a few ZsRE records (zsre-fast: 32 new
+#     tokens) and print the comparison table;
 #  3. submit both runs to a scratch leaderboard and build the static site (build/site/index.html).
 set -euo pipefail
 EP=.venv/bin/editprobe
 DATA="${EDITPROBE_DATA:-../shared/data}"
 N="${DEMO_RECORDS:-3}"
 
-$EP build --recipe dataset_builder/release/recipe.yaml --data-dir "$DATA" --out build/perturbations
+$EP build --recipe release --data-dir "$DATA" --out build/perturbations
 
-for editor in noop ft; do
-  $EP run --task zsre --editor "$editor" --limit "$N" --output-dir "build/runs/$editor-zsre"
+for editor in null ft; do
+  $EP run --task zsre-fast --editor "$editor" --limit "$N" --out "build/runs/$editor-zsre"
 done
 echo
-$EP compare build/runs/noop-zsre build/runs/ft-zsre
+$EP compare build/runs/null-zsre build/runs/ft-zsre
 
 # 3. file both runs into a scratch submissions folder and render the static leaderboard.
 #    (--replace: a rerun of the demo writes a new `created` timestamp; demo runs use --limit, so the
 #    site shows them marked "not ranked".)
-$EP submit build/runs/noop-zsre build/runs/ft-zsre --submissions build/submissions --replace
+$EP submit build/runs/null-zsre build/runs/ft-zsre --submissions build/submissions --replace
 $EP leaderboard build --submissions build/submissions --out build/site
 echo
 echo "leaderboard: $(pwd)/build/site/index.html"

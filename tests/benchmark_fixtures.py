@@ -7,16 +7,16 @@ from pathlib import Path
 
 import yaml
 
-from dataset_builder.hf_dataset import write_dataset
-from dataset_builder.sources import convert_file
-from editprobe.paths import REPO_ROOT
+from editprobe.dataset_builder.hf_dataset import write_dataset
+from editprobe.dataset_builder.sources import convert_file
+from editprobe.resources import release_dir, tasks_dir
 
-RELEASE = REPO_ROOT / "dataset_builder" / "release"
+RELEASE = release_dir()
 
 
 def build_zsre_set(data_dir: Path, out: Path, n: int = 6) -> Path:
     records = convert_file(data_dir / "knowedit" / "zsre_test.json").records[:n]
-    paraphrases = {json.loads(line)["id"]: json.loads(line) for line in (RELEASE / "zsre.paraphrases.jsonl").open()}
+    paraphrases = {json.loads(line)["id"]: json.loads(line) for line in (RELEASE / "zsre.paraphrases.jsonl").read_text().splitlines()}
     for r in records:
         r["generated_questions"] = paraphrases[r["id"]]["paraphrases"]
         r["topic"] = paraphrases[r["id"]]["topic"]  # hand-checked label
@@ -26,7 +26,7 @@ def build_zsre_set(data_dir: Path, out: Path, n: int = 6) -> Path:
 
 def light_task(tmp: Path, dataset: Path, **uncertainty) -> Path:
     """tasks/zsre.yaml with shorter sampling (fewer tokens, K=2) so mechanics tests run in seconds."""
-    spec = yaml.safe_load((REPO_ROOT / "tasks" / "zsre.yaml").read_text())
+    spec = yaml.safe_load((tasks_dir() / "zsre.yaml").read_text())
     spec["name"] = "zsre_light"
     spec["dataset"]["path"] = str(dataset)
     spec["uncertainty"].update({"max_new_tokens": 8, "samples_per_paraphrase": 2, "bootstrap": 200, **uncertainty})

@@ -1,11 +1,18 @@
 import os
+from pathlib import Path
 
 # Tests never reach a hub: every model and dataset comes from disk.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+# Tests never write into the user's home caches: editprobe's cache (the converted SmolLM2 copy, reused across
+# test runs of this checkout), Hugging Face's and matplotlib's live under build/test-cache. Set before any of
+# those libraries is imported; subprocesses inherit it.
+TEST_CACHE = Path(os.environ.get("EDITPROBE_TEST_CACHE") or Path(__file__).resolve().parent.parent / "build" / "test-cache")
+os.environ["EDITPROBE_CACHE"] = str(TEST_CACHE / "editprobe")
+os.environ["HF_HOME"] = str(TEST_CACHE / "huggingface")
+os.environ["MPLCONFIGDIR"] = str(TEST_CACHE / "matplotlib")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -30,6 +37,34 @@ def data_dir() -> Path:
     if not (path / "knowedit" / "zsre_test.json").exists():
         pytest.fail(f"real source data not found under {path}; set EDITPROBE_DATA to the shared data folder")
     return path
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that runs the embedded model carries the ``model`` marker (``pytest -m "not model"``: the fast
+    unit tests only)."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
+
+
+@pytest.fixture(scope="session")
+def smollm2_bundle():
+    """The embedded SmolLM2-135M-Instruct, loaded once for the whole run: ``(model, tokenizer, info)``."""
+    from editprobe.models import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_bundle):
+    """``(model, tokenizer)`` of the shared model. A module that leaves its weights changed fails here, at
+    teardown, instead of silently corrupting every later module's numbers."""
+    from editprobe.benchmark.editors.base import state_digest
+
+    model, tokenizer, _ = smollm2_bundle
+    before = state_digest(model)
+    yield model, tokenizer
+    assert state_digest(model) == before, "this module left the shared SmolLM2's weights changed"
 
 
 @pytest.fixture(scope="session")

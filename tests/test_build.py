@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dataset_builder.build import (BuildSettings, ConfigPlan, Generators, LLMSpec, build, format_report,
-                                   load_recipe)
-from dataset_builder.generation import (answer_levels, answer_levels_text, check_newquestion, clean_statement,
-                                        question_sha1)
-from dataset_builder.hf_dataset import load_records
-from dataset_builder.llm import ChatResult
-from dataset_builder.llm_cache import LLMCache
-from dataset_builder.sources import convert_file
+from editprobe.dataset_builder.build import (BuildSettings, ConfigPlan, Generators, LLMSpec, build, format_report,
+                                             load_recipe)
+from editprobe.dataset_builder.generation import (answer_levels, answer_levels_text, check_newquestion, clean_statement,
+                                                  question_sha1)
+from editprobe.dataset_builder.hf_dataset import load_records
+from editprobe.dataset_builder.llm import ChatResult
+from editprobe.dataset_builder.llm_cache import LLMCache
+from editprobe.dataset_builder.sources import convert_file
 from tests.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ RELEASE = REPO / "dataset_builder" / "release"
 ZSRE = "knowedit/zsre_test.json"
 KEY = "sk-editprobe-test-5f3a9c1e7d2b-never-written"
 # `editprobe build`, registered on the top-level group if editprobe/cli.py does not do it yet
-CLI = [sys.executable, "-c", "from editprobe.cli import main; from dataset_builder.cli import build; "
+CLI = [sys.executable, "-c", "from editprobe.cli import main; from editprobe.dataset_builder.cli import build; "
                              "main.commands.setdefault('build', build); main()", "build"]
 
 
@@ -175,7 +175,8 @@ def test_killed_build_restarts_without_repeating_a_call_and_never_writes_the_key
     env = {**os.environ, "EDITPROBE_TEST_KEY": KEY, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     with FakeOpenAIServer(Responder(zsre_lines, zsre_questions), api_key=KEY) as srv:
         args = ["--source", str(data_dir / ZSRE), "--config", "zsre", "--limit", "8", "--out", str(out),
-                "--cache-dir", str(cache), "--backend", "openai", "--llm-model", "fake-model",
+                "--llm-cache", str(cache), "--cache-dir", str(tmp_path / "root"), "--backend", "openai",
+                "--llm-model", "fake-model",
                 "--base-url", srv.base_url, "--api-key-env", "EDITPROBE_TEST_KEY", "--workers", "2",
                 "--topics", "llm", "--timeout", "30", "--retry-base-delay", "0.01", "--quiet"]
         srv.hold_after(5)  # answer 5 requests, then hold every later one
@@ -330,7 +331,7 @@ def test_release_recipe_builds_offline_from_the_committed_cache(data_dir, tmp_pa
 
 
 def test_recipe_with_a_missing_paraphrase_file_fails_clearly(data_dir, tmp_path):
-    from dataset_builder.cli import build as build_command
+    from editprobe.dataset_builder.cli import build as build_command
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("scheme: llama2\nconfigs:\n  zsre:\n    source: knowedit/zsre_test.json\n    limit: 3\n"

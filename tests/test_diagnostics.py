@@ -9,18 +9,11 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from benchmark import diagnostics as D
-from benchmark.editors.base import state_digest
+from editprobe.benchmark import diagnostics as D
+from editprobe.benchmark.editors.base import state_digest
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    from editprobe.models import load_model
-
-    return load_model()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +33,7 @@ def test_each_diagnostic_runs_ci_sized_and_writes_table_and_plot(name, smollm2, 
     model = smollm2[0]
     before = state_digest(model)
     doc = D.run_diagnostic(name, tmp_path, model_id="smollm2-135m-instruct", data_dir=data_dir,
-                           cache_dir=shared_cache, ci=True, model_bundle=smollm2)
+                           cache_dir=shared_cache, ci=True, model_bundle=(*smollm2, None))
     assert state_digest(model) == before                               # every edit a diagnostic made was undone
     written = json.loads((tmp_path / f"{name}.json").read_text())
     assert written["diagnostic"] == name and written["ci"] is True and written["rows"]
@@ -88,7 +81,7 @@ def _check_null_dims_against_the_stats_files(doc, cache):
 
 def test_causal_trace_without_noise_has_no_effect_anywhere(smollm2, data_dir, tmp_path):
     """With zero noise the corrupted run is the clean run: p_corrupt = p_clean and every indirect effect is 0."""
-    model, tokenizer, _ = smollm2
+    model, tokenizer = smollm2
     records = D.load_records(data_dir, {"limit": 4})
     ctx = D.Context(model, tokenizer, "smollm2-135m", records, tmp_path, {})
     out = D.run_causal_trace(ctx, {"noise_scale": 0.0, "samples": 2, "window": 3, "min_p_clean": 0.0})

@@ -1,26 +1,19 @@
 """Editor registry, hyper-parameter loading and bit-exact restore."""
 
+import dataclasses
 import textwrap
 
 import pytest
 import torch
 
-from benchmark.editors import EditRequest, build_editor, editor_class
-from benchmark.editors.base import EditHandle, RestoreError, load_hparams, state_digest
-from benchmark.editors.ft import FTEditor, FTHparams
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    from editprobe.models import load_model
-
-    model, tokenizer, _ = load_model()
-    return model, tokenizer
+from editprobe.benchmark.editors import EditRequest, build_editor, editor_class
+from editprobe.benchmark.editors.base import EditHandle, RestoreError, load_hparams, state_digest
+from editprobe.benchmark.editors.ft import FTEditor, FTHparams
 
 
 def test_registry_names_and_targets():
     assert editor_class("ft") is FTEditor
-    assert editor_class("benchmark.editors.ft:FTEditor") is FTEditor
+    assert editor_class("editprobe.benchmark.editors.ft:FTEditor") is FTEditor
     with pytest.raises(ValueError, match="unknown editor 'rome2'.*noop"):
         editor_class("rome2")
 
@@ -37,7 +30,7 @@ def test_hparams_yaml_typed_and_strict(tmp_path):
 
 
 def test_preset_for_the_embedded_default():
-    editor = build_editor("ft", model_family="smollm2-135m")
+    editor = build_editor("ft", preset="smollm2-135m")
     assert editor.hparams.layers == (8,) and editor.hparams.norm_constraint is None
 
 
@@ -78,7 +71,7 @@ def test_restore_detects_a_changed_original():
 def test_third_party_editor_by_module_target(tmp_path, monkeypatch):
     (tmp_path / "my_editor.py").write_text(textwrap.dedent("""
         from dataclasses import dataclass
-        from benchmark.editors.base import EditHandle, Editor
+        from editprobe.benchmark.editors.base import EditHandle, Editor
 
         @dataclass(frozen=True)
         class Hp:
@@ -93,3 +86,54 @@ def test_third_party_editor_by_module_target(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     editor = build_editor("my_editor:Mine")
     assert editor.hparams_dict() == {"scale": 1.0}
+
+
+def test_the_run_cache_root_reaches_caching_editors_but_not_their_recorded_hparams(tmp_path):
+    editor = build_editor("rome", preset="smollm2-135m", cache_dir=tmp_path)
+    assert editor.cache_dir == tmp_path and editor.stats_dir == tmp_path / "stats"
+    assert editor.hparams_dict()["cache_dir"] is None              # a location is not a hyper-parameter
+    own = build_editor("rome", preset="smollm2-135m", cache_dir=tmp_path)
+    own.hparams = dataclasses.replace(own.hparams, cache_dir=str(tmp_path / "mine"))
+    assert own.cache_dir == tmp_path / "mine"                      # an explicit hyper-parameter wins
+
+
+def test_presets_come_from_the_model_table_or_an_explicit_choice(tmp_path):
+    """The 7-8B presets are picked up by model id; a local copy by its folder name; anything else is an error
+    naming what exists, never a silent fallback to the dataclass defaults."""
+    from editprobe.benchmark.editors import DEFAULTS, choose_hparams, model_presets, presets
+
+    table = model_presets()
+    assert table["meta-llama/Llama-2-7b-hf"] == "llama2-7b" and table["Qwen/Qwen2.5-7B-Instruct"] == "qwen2.5-7b"
+    assert all(preset in presets("rome") for preset in set(table.values()))       # every entry exists
+    assert choose_hparams("rome", "meta-llama/Meta-Llama-3-8B-Instruct").preset == "llama3-8b"
+    assert choose_hparams("memit", "smollm2-135m-instruct").preset == "smollm2-135m"
+    local = tmp_path / "weights" / "Llama-2-7b-hf"
+    local.mkdir(parents=True)
+    assert choose_hparams("alphaedit", str(local)).preset == "llama2-7b"
+    with pytest.raises(ValueError, match=r"no preset for model 'someone/other-7b' .*--preset NAME .*llama2-7b"):
+        choose_hparams("rome", "someone/other-7b")
+    with pytest.raises(ValueError, match=r"editor 'ft' has no preset 'llama2-7b' \(it has: smollm2-135m\)"):
+        choose_hparams("ft", "meta-llama/Llama-2-7b-hf")
+    assert choose_hparams("rome", "someone/other-7b", preset=DEFAULTS).preset == DEFAULTS
+    assert choose_hparams("noop", "someone/other-7b") == choose_hparams("null", "x")      # nothing to choose
+    assert choose_hparams("rome", "x", hparams_file=tmp_path / "h.yaml").hparams_file == str(tmp_path / "h.yaml")
+    with pytest.raises(ValueError, match="not both"):
+        choose_hparams("rome", "x", hparams_file=tmp_path / "h.yaml", preset="llama2-7b")
+    rome = build_editor("rome", preset="llama2-7b")
+    assert rome.hparams.written_key == "prompt" and rome.hparams.mom2_adjustment is False   # the file, not defaults
+
+
+@pytest.mark.parametrize("text, message", [
+    ("objective: target", "field 'objective' must be one of target_new, prompt_last, got 'target'"),
+    ("num_steps: 0", r"field 'num_steps' must lie in \[1, inf\], got 0"),
+    ("lr: -1", r"field 'lr' must lie in \(0, inf\], got -1"),
+    ("layers: 3", "field 'layers' must be a list of values, each an integer, got 3"),
+    ("norm_constraint: fast", "field 'norm_constraint' must be a number or null, got 'fast'"),
+    ("[1, 2]", "expected a mapping of hyper-parameter names to values"),
+    ("a: [1", "not valid YAML"),
+])
+def test_hparams_values_are_checked_with_one_line_naming_file_and_field(tmp_path, text, message):
+    path = tmp_path / "ft.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/ft.yaml: {message}"):
+        load_hparams(FTHparams, path)

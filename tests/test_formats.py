@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from dataset_builder.sources import convert_file
+from editprobe.dataset_builder.sources import convert_file
 from editprobe.formats import FormatError, load_schema, load_topics, schema_errors, validate
 
 TOPICS_IN_ORDER = ["History", "Sports", "Entertainment", "Health & Wellness", "Technology", "Travel & Culture",

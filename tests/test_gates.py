@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from dataset_builder.gates import GateReport, gate_paraphrases, levenshtein_ratio, load_scheme, word_jaccard
+from editprobe.dataset_builder.gates import GateReport, gate_paraphrases, levenshtein_ratio, load_scheme, word_jaccard
 
 Q = "Which family does Epaspidoceras belong to?"  # 42 characters, 6 distinct words
 assert len(Q) == 42

@@ -6,8 +6,9 @@ import json
 import pytest
 from datasets import ClassLabel, List, load_dataset
 
-from dataset_builder.hf_dataset import CONFIGS, load_records, write_dataset
-from dataset_builder.sources import convert_file
+from editprobe.formats import CONFIGS
+from editprobe.dataset_builder.hf_dataset import load_records, write_dataset
+from editprobe.dataset_builder.sources import convert_file
 from editprobe.formats import FormatError, load_topics
 
 FILES = {"zsre": "knowedit/zsre_test.json", "wiki_recent": "knowedit/wiki_recent_train.json",

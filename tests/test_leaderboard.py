@@ -20,14 +20,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from leaderboard.cli import leaderboard as leaderboard_cli
-from leaderboard.cli import submit as submit_cli
-from leaderboard.known_tasks import load_known_tasks
-from leaderboard.site import SiteError, build, readme_section, render_markdown
-from leaderboard.submissions import path_component, read_run
-from leaderboard.submit import SubmissionError, submit
-from leaderboard.validation import check_run, validate_folder, validate_runs
-from editprobe.paths import TASKS_DIR
+from editprobe.leaderboard.cli import leaderboard as leaderboard_cli
+from editprobe.leaderboard.cli import submit as submit_cli
+from editprobe.leaderboard.known_tasks import load_known_tasks
+from editprobe.leaderboard.site import SiteError, build, guide_markdown, render_markdown
+from editprobe.leaderboard.submissions import path_component, read_run
+from editprobe.leaderboard.submit import SubmissionError, submit
+from editprobe.leaderboard.validation import check_run, validate_folder, validate_runs
+
 from tests.leaderboard_fixtures import (build_fixture_site, FIXTURES, HOSTILE, TASKS, derive, file_run, load, ok_lines, ratio_of_means,
                                         site_runs, write_run)
 
@@ -85,7 +85,7 @@ def test_dataset_override_hash_is_accepted_by_substituting_the_reported_path():
 def test_fixtures_match_the_repository_task_files():
     """Fails when tasks/zsre.yaml changes: regenerate tests/leaderboard_fixtures (see its README)."""
     doc, _ = load("zsre-noop")
-    current = load_known_tasks(TASKS_DIR)["zsre"]
+    current = load_known_tasks()["zsre"]
     assert current.accepts(doc["provenance"]["task"]["hash"], doc["provenance"]["dataset"]["path"]), \
         "tasks/zsre.yaml changed since the leaderboard fixtures were made; regenerate them"
 
@@ -151,9 +151,9 @@ def test_schema_violation_is_rejected_naming_the_field(tmp_path):
 
 
 @pytest.mark.parametrize("change, expected", [
-    (lambda p: p["task"].update(hash="0" * 64), "task hash 000000000000… is not a known hash of zsre v1"),
+    (lambda p: p["task"].update(hash="0" * 64), "task hash 000000000000… is not a known hash of zsre v2"),
     (lambda p: p["task"].update(name="trivia"), "unknown task 'trivia' (known: zsre)"),
-    (lambda p: p["task"].update(version=2), "task zsre version 2 is not the current version 1"),
+    (lambda p: p["task"].update(version=1), "task zsre version 1 is not the current version 2"),
     (lambda p: p["dataset"].update(split="train"), "provenance.dataset.split is 'train' but task zsre uses 'test'"),
 ])
 def test_unknown_task_is_rejected(tmp_path, change, expected):
@@ -442,20 +442,24 @@ def test_site_loads_nothing_from_the_network(site):
             assert (out / src.split("#")[0]).exists(), src  # every link and asset is in the site
 
 
-def test_site_submit_page_comes_from_the_readme_section(site):
+def test_site_submit_page_comes_from_the_packaged_guide(site):
     out, _, _ = site
     page = (out / "submit.html").read_text()
-    assert "README.md, section “Submitting to the leaderboard”" in page
-    assert "editprobe submit runs/ft-zsre" in page
+    assert "generated from leaderboard/SUBMITTING.md" in page
+    assert "editprobe submit runs/ft-zsre" in page and "What is checked" in page
+    assert "Submitting to the editprobe leaderboard" not in page   # the title line is the page's own h1
 
 
-def test_readme_section_and_markdown_rendering():
-    text = ("# T\n\nintro\n\n## Submitting to the leaderboard\n\nRun `x`.\n\n```bash\n# not a heading\n```\n\n"
-            "### Sub\n\nmore [schema](schemas/r.json) [site](https://example.org)\n\n## Next\n\nother\n")
-    section = readme_section(text)
-    assert section.startswith("Run `x`.") and "# not a heading" in section and "### Sub" in section
-    assert "other" not in section
-    assert readme_section("# T\n\nnothing\n") is None
+def test_guide_and_markdown_rendering(tmp_path):
+    guide = tmp_path / "guide.md"
+    guide.write_text("# Title\n\nRun `x`.\n\n```bash\n# not a heading\n```\n\n"
+                     "## Sub\n\nmore [schema](schemas/r.json) [site](https://example.org)\n")
+    section, source = guide_markdown(guide)
+    assert section.startswith("Run `x`.") and "# not a heading" in section and "## Sub" in section
+    assert "Title" not in section and source == "guide.md"
+    guide.write_text("# Only a title\n")
+    with pytest.raises(SiteError, match="guide.md: the submission guide is empty"):
+        guide_markdown(guide)
     html = render_markdown(section + "\n\n<script>alert(1)</script>\n")
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert '<a href="https://example.org">site</a>' in html and "schemas/r.json" not in html and "schema" in html

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from dataset_builder.llm import (LLM, ChatRequest, LLMConfigError, OpenAIBackend, TransformersBackend,
-                                 parse_json_object)
-from dataset_builder.llm_cache import LLMCache, cache_key
+from editprobe.dataset_builder.llm import (LLM, ChatRequest, LLMConfigError, OpenAIBackend, TransformersBackend,
+                                           parse_json_object)
+from editprobe.dataset_builder.llm_cache import LLMCache, cache_key
 from tests.fake_openai_server import FakeOpenAIServer
 
 KEY = "sk-test-0123456789-not-a-real-key"

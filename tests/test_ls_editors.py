@@ -9,16 +9,15 @@ import torch
 from transformers import (AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM, GPTNeoXConfig,
                           GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM)
 
-from benchmark.editors import EditRequest, editor_class
-from benchmark.editors import context as context_mod
-from benchmark.editors.alphaedit import AlphaEditEditor, AlphaEditHparams, null_space_projector, null_space_update
-from benchmark.editors.base import load_hparams, state_digest
-from benchmark.editors.context import context_templates, model_cache_name
-from benchmark.editors.covariance import second_moments, stats_path
-from benchmark.editors.layers import edit_site, resolve_layout
-from benchmark.editors.memit import MEMITEditor, MEMITHparams, least_squares_update
-from benchmark.editors.rome import ROMEEditor, ROMEHparams, compute_v, rank_one_update
-from editprobe.paths import TASKS_DIR
+from editprobe.benchmark.editors import EditRequest, editor_class, preset_path, presets
+from editprobe.benchmark.editors import context as context_mod
+from editprobe.benchmark.editors.alphaedit import AlphaEditEditor, AlphaEditHparams, null_space_projector, null_space_update
+from editprobe.benchmark.editors.base import load_hparams, state_digest
+from editprobe.benchmark.editors.context import context_templates, model_cache_name
+from editprobe.benchmark.editors.covariance import second_moments, stats_path
+from editprobe.benchmark.editors.layers import edit_site, resolve_layout
+from editprobe.benchmark.editors.memit import MEMITEditor, MEMITHparams, least_squares_update
+from editprobe.benchmark.editors.rome import ROMEEditor, ROMEHparams, compute_v, rank_one_update
 
 rng = np.random.default_rng(0)
 
@@ -30,7 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from editprobe.models import default_cache_dir, smollm2_local_copy
+    from editprobe.models import smollm2_local_copy
+    from editprobe.paths import default_cache_dir
 
     return AutoTokenizer.from_pretrained(smollm2_local_copy(default_cache_dir()))
 
@@ -57,7 +57,7 @@ def tiny_llama(tokenizer):
 
 @pytest.fixture(scope="module")
 def zsre_requests(data_dir):
-    from dataset_builder.sources import convert_file
+    from editprobe.dataset_builder.sources import convert_file
 
     records = convert_file(data_dir / "knowedit" / "zsre_test.json").records[:50]
     return [EditRequest(r["id"], r["prompt"], r["subject"], r["alt"]) for r in records]
@@ -186,12 +186,11 @@ def test_upper_layer_replay_gives_the_full_forward_value(tokenizer, zsre_request
 
 
 def test_registry_targets_and_presets_load_strictly():
-    assert editor_class("benchmark.editors.rome:ROMEEditor") is ROMEEditor
+    assert editor_class("editprobe.benchmark.editors.rome:ROMEEditor") is ROMEEditor
     for name, cls in (("rome", ROMEEditor), ("memit", MEMITEditor), ("alphaedit", AlphaEditEditor)):
-        files = sorted((TASKS_DIR / "hparams" / name).glob("*.yaml"))
-        assert {f.stem for f in files} >= {"smollm2-135m", "llama2-7b", "llama3-8b", "qwen2.5-7b"}
-        for f in files:
-            load_hparams(cls.Hparams, f)                 # unknown keys would raise
+        assert set(presets(name)) >= {"smollm2-135m", "llama2-7b", "llama3-8b", "qwen2.5-7b"}
+        for preset in presets(name):
+            load_hparams(cls.Hparams, preset_path(name, preset))   # unknown keys would raise
 
 
 # --------------------------------------------------------------------------- module resolution
@@ -307,12 +306,11 @@ def test_context_templates_are_deterministic_and_cached_on_disk(tokenizer, tiny_
 
 # --------------------------------------------------------------------------- one real edit
 
-def test_rome_smoke_edit_on_smollm2(zsre_requests, tmp_path):
+def test_rome_smoke_edit_on_smollm2(smollm2, zsre_requests, tmp_path):
     """A real edit of the embedded model: the edit prompt reads v* exactly, so the target becomes the argmax."""
-    from benchmark.metrics import edit_accuracy
-    from editprobe.models import load_model
+    from editprobe.benchmark.metrics import edit_accuracy
 
-    model, tokenizer, _ = load_model()
+    model, tokenizer = smollm2
     request = zsre_requests[0]                                  # Epaspidoceras -> Noctuidae
     before = state_digest(model)
     pre = edit_accuracy(model, tokenizer, [request.prompt], [request.target])[0]

@@ -9,8 +9,8 @@ from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCaus
                           PreTrainedTokenizerFast)
 from transformers.modeling_outputs import CausalLMOutput
 
-from benchmark.metrics import (PROTOCOLS, adoption_rates, edit_accuracy, locality_agreement, mentions,
-                               ngram_entropy, target_token_ids, teacher_forced_argmax, token_accuracy)
+from editprobe.benchmark.metrics import (PROTOCOLS, adoption_rates, edit_accuracy, locality_agreement, mentions,
+                                         ngram_entropy, target_token_ids, teacher_forced_argmax, token_accuracy)
 
 torch.set_num_threads(2)
 

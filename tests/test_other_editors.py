@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from benchmark.editors import EditRequest, RestoreError
-from benchmark.editors.base import state_digest
-from benchmark.editors.easyedit import EasyEditEditor, EasyEditHparams, easyedit_editor
-from benchmark.editors.ike import RETAIN_FACTS, IKEEditor, IKEHparams, request_demonstrations
-from benchmark.editors.kn import KNEditor, KNHparams, neuron_attributions, riemann_integrated_gradients, select_neurons
+from editprobe.benchmark.editors import EditRequest, RestoreError
+from editprobe.benchmark.editors.base import state_digest
+from editprobe.benchmark.editors.easyedit import EasyEditEditor, EasyEditHparams, easyedit_editor
+from editprobe.benchmark.editors.ike import RETAIN_FACTS, IKEEditor, IKEHparams, request_demonstrations
+from editprobe.benchmark.editors.kn import KNEditor, KNHparams, neuron_attributions, riemann_integrated_gradients, select_neurons
 
 FAKE_EASYEDIT = Path(__file__).parent / "fake_easyedit"
 REQUEST = EditRequest("knowedit_zsre-00000", "Which family does Epaspidoceras belong to?", "Epaspidoceras",
@@ -30,14 +30,6 @@ def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    from editprobe.models import load_model
-
-    model, tokenizer, _ = load_model()
-    return model, tokenizer
 
 
 # --------------------------------------------------------------------------- KN: the Riemann sum
@@ -207,7 +199,7 @@ def test_ike_request_pool_is_copy_update_retain_1_3_4_without_clashing_facts():
 
 
 def test_ike_changes_no_weight_and_survives_the_chat_template(smollm2):
-    from benchmark.sampling import render_prompts
+    from editprobe.benchmark.sampling import render_prompts
 
     model, tokenizer = smollm2
     before = state_digest(model)
@@ -291,10 +283,7 @@ def test_easyedit_refuses_an_edit_it_cannot_undo(fake_easyedit):
 
 
 def test_registry_resolves_easyedit_names():
-    from benchmark.editors import editor_class
+    from editprobe.benchmark.editors import editor_class
 
-    try:
-        cls = editor_class("easyedit:MEND")
-    except (ValueError, ModuleNotFoundError):
-        pytest.skip("benchmark/editors/__init__.py has no 'easyedit:' hook yet")
+    cls = editor_class("easyedit:MEND")
     assert issubclass(cls, EasyEditEditor) and cls.alg == "MEND" and cls.name == "easyedit"

@@ -2,11 +2,10 @@
 
 import math
 
-import pytest
 import torch
 
-from benchmark.sampling import SeededNucleusSampler, row_seed, sample_responses
-from benchmark.tasks import load_task
+from editprobe.benchmark.sampling import SeededNucleusSampler, row_seed, sample_responses
+from editprobe.benchmark.tasks import load_task
 
 
 def _pick(logits, u, top_p, top_k=0, temperature=1.0):
@@ -35,17 +34,9 @@ def test_row_seed_is_stable_and_distinct():
     assert len({row_seed(42, "r", lvl, i) for lvl in range(1, 7) for i in range(5)}) == 30
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from editprobe.models import load_model
-
-    model, tokenizer, _ = load_model()
-    return model, tokenizer
-
-
 def test_samples_do_not_depend_on_batch_composition(smollm2):
     model, tokenizer = smollm2
-    settings = load_task("zsre").uncertainty
+    settings = load_task("zsre-fast").uncertainty
     import dataclasses
     settings = dataclasses.replace(settings, max_new_tokens=10, samples_per_paraphrase=2)
     qs = ["Which family does Epaspidoceras belong to?", "Epaspidoceras belongs to which family?",
@@ -58,3 +49,29 @@ def test_samples_do_not_depend_on_batch_composition(smollm2):
     other = sample_responses(model, tokenizer, qs, "rec", [1, 2, 3], settings, 7)
     assert other != full                # a different task seed draws different answers
     assert all(len(row) == 2 for row in full)
+
+
+def test_the_checkpoints_generation_defaults_never_reach_the_sampler(smollm2):
+    """A checkpoint whose generation_config carries penalties, an n-gram block, a minimum length and suppressed
+    tokens samples exactly what a neutral one does: only the seeded sampler shapes the scores."""
+    import copy
+    import dataclasses
+
+    from editprobe.benchmark.sampling import effective_settings, pinned_config
+
+    model, tokenizer = smollm2
+    settings = dataclasses.replace(load_task("zsre-fast").uncertainty, max_new_tokens=12, samples_per_paraphrase=2)
+    questions = ["What is the capital of France?", "Who wrote Hamlet?"]
+    neutral = sample_responses(model, tokenizer, questions, "r1", [1, 2], settings, 42)
+    saved = copy.deepcopy(model.generation_config)
+    try:
+        model.generation_config.update(repetition_penalty=5.0, no_repeat_ngram_size=1, min_new_tokens=10,
+                                       suppress_tokens=[tokenizer.eos_token_id], bad_words_ids=[[tokenizer.eos_token_id]])
+        hostile = sample_responses(model, tokenizer, questions, "r1", [1, 2], settings, 42)
+        recorded = effective_settings(pinned_config(model, tokenizer, 12), settings)
+    finally:
+        model.generation_config = saved
+    assert hostile == neutral
+    assert recorded["repetition_penalty"] == 1.0 and recorded["no_repeat_ngram_size"] == 0
+    assert recorded["suppress_tokens"] is None and recorded["do_sample"] is False
+    assert recorded["sampler"]["top_k"] == 0 and recorded["sampler"]["top_p"] == 0.9

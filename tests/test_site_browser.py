@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from editprobe.paths import REPO_ROOT
 from tests.leaderboard_fixtures import HOSTILE, build_fixture_site, ratio_of_means
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update"]
-ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
 TABLE = "#table-zsre"
 CONTROLS = '.controls[data-controls="table-zsre"]'
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from dataset_builder.sources import cloze_to_question, convert_file, detect_format, iter_raw_records
+from editprobe.dataset_builder.sources import cloze_to_question, convert_file, detect_format, iter_raw_records
 from editprobe.cli import main
 from editprobe.formats import schema_errors
 from tests.conftest import SOURCE_FILES
@@ -152,7 +152,7 @@ def test_cli_convert_explicit_format_and_unknown_format(data_dir, tmp_path):
     res = CliRunner().invoke(main, ["convert", str(src), "--out", str(out), "--format", "easyedit_counterfact"])
     assert res.exit_code == 0 and "20 converted" in res.stdout
     res = CliRunner().invoke(main, ["convert", str(src), "--out", str(out), "--format", "nope"])
-    assert res.exit_code != 0 and "unknown format 'nope'" in res.output
+    assert res.exit_code != 0 and "unknown source format 'nope'; known: mend_zsre" in res.output
 
 
 def test_forced_wrong_format_rejects_with_field_names(data_dir):

@@ -7,23 +7,23 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.uncertainty import (
-    ESTIMATORS,
-    AleatoricUncertainty,
-    EpistemicUncertainty,
-    Estimator,
-    TotalUncertainty,
-    aleatoric_uncertainty,
-    breakdown,
-    build_estimator,
-    centroids,
-    epistemic_uncertainty,
-    level_uncertainty,
-    pairwise_distance,
-    relative_change,
-    summarize_delta,
-    total_uncertainty,
-)
+from editprobe.benchmark.uncertainty import (
+                                             ESTIMATORS,
+                                             AleatoricUncertainty,
+                                             EpistemicUncertainty,
+                                             Estimator,
+                                             TotalUncertainty,
+                                             aleatoric_uncertainty,
+                                             breakdown,
+                                             build_estimator,
+                                             centroids,
+                                             epistemic_uncertainty,
+                                             level_uncertainty,
+                                             pairwise_distance,
+                                             relative_change,
+                                             summarize_delta,
+                                             total_uncertainty,
+                                             )
 
 # M=2 paraphrases, K=2 responses each, d=2.
 # paraphrase 1: (0,0),(2,0) -> c1 = (1,0); both responses at distance 1 from c1 -> alea_1 = 1
@@ -153,8 +153,8 @@ def test_estimator_names_and_protocol():
     assert AleatoricUncertainty().name == "U_alea[euclidean]"
     assert EpistemicUncertainty("cosine").name == "U_epis[cosine]"
     assert TotalUncertainty().name == "U[euclidean]"
-    assert set(ESTIMATORS) == {"U_alea", "U_epis", "U"}
-    for cls in ESTIMATORS.values():
+    assert ESTIMATORS.names() == ["U_alea", "U_epis", "U"]
+    for _, cls in ESTIMATORS.items():
         est = cls()
         assert isinstance(est, Estimator)
         assert est.needs == ("embeddings",)
@@ -196,17 +196,18 @@ def test_build_estimator_unknown_names():
 
 # --- aggregation -------------------------------------------------------------------------------------
 
-STAT_KEYS = ("delta_u", "delta_u_mean", "abs_diff", "u_pre", "u_post")
+STAT_KEYS = ("delta_u", "delta_u_mean", "delta_u_median", "abs_diff", "u_pre", "u_post")
 
 
 def test_summarize_delta_by_hand():
     # u_pre = [1,2,3], u_post = [2,2,3]
     # delta_u = mean(post)/mean(pre) - 1 = (7/3)/2 - 1 = 7/6 - 1 = 1/6
     # per-record relative changes = (1/1, 0/2, 0/3) = (1,0,0) -> delta_u_mean = 1/3
-    # differences = (1,0,0) -> abs_diff = 1/3; u_pre mean 2, u_post mean 7/3
+    # differences = (1,0,0) -> abs_diff = 1/3; u_pre mean 2, u_post mean 7/3; median of (1,0,0) = 0
     s = summarize_delta([1, 2, 3], [2, 2, 3])
-    assert s["n"] == 3
-    expected = {"delta_u": 7 / 6 - 1, "delta_u_mean": 1 / 3, "abs_diff": 1 / 3, "u_pre": 2.0, "u_post": 7 / 3}
+    assert s["n"] == 3 and s["n_floor"] == 0
+    expected = {"delta_u": 7 / 6 - 1, "delta_u_mean": 1 / 3, "delta_u_median": 0.0, "abs_diff": 1 / 3,
+                "u_pre": 2.0, "u_post": 7 / 3}
     for key, value in expected.items():
         assert s[key]["value"] == pytest.approx(value)
         assert s[key]["ci_low"] <= s[key]["value"] <= s[key]["ci_high"]
@@ -248,8 +249,10 @@ def test_summarize_delta_is_deterministic_per_seed():
 
 def test_summarize_delta_floor():
     # pre = [0,0], post = [0.01, 0.03], floor 1e-3:
-    # per record 0.01/1e-3 = 10 and 0.03/1e-3 = 30 -> delta_u_mean = 20; delta_u = (0.02 - 0)/1e-3 = 20
+    # per record 0.01/1e-3 = 10 and 0.03/1e-3 = 30 -> delta_u_mean = 20; delta_u = (0.02 - 0)/1e-3 = 20;
+    # both records sit below the floor
     s = summarize_delta([0.0, 0.0], [0.01, 0.03], floor=1e-3)
+    assert s["n_floor"] == 2 and s["delta_u_median"]["value"] == pytest.approx(20.0)
     assert s["delta_u_mean"]["value"] == pytest.approx(20.0)
     assert s["delta_u"]["value"] == pytest.approx(20.0)
 

@@ -1,7 +1,7 @@
 """AlphaEdit: MEMIT with the update projected onto the null space of preserved knowledge (Fang et al. 2024,
 "AlphaEdit: Null-Space Constrained Knowledge Editing for Language Models").
 
-Targets ``z*``, keys ``K`` and the residual spread over layers are MEMIT's (:mod:`benchmark.editors.memit`). Two
+Targets ``z*``, keys ``K`` and the residual spread over layers are MEMIT's (:mod:`editprobe.benchmark.editors.memit`). Two
 things change per layer:
 
 * ``P`` — the projector onto the eigenvectors of the preserved keys' second moment ``C = E[k k^T]`` whose
@@ -16,17 +16,20 @@ things change per layer:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from benchmark.editors.base import EditHandle
-from benchmark.editors.context import model_cache_name
-from benchmark.editors.memit import MEMITEditor
-from benchmark.editors.rome import LocateEditHparams, compute_ks
+from editprobe.benchmark.editors.base import EditHandle
+from editprobe.benchmark.editors.context import model_cache_name
+from editprobe.benchmark.editors.memit import MEMITEditor
+from editprobe.benchmark.editors.rome import LocateEditHparams, compute_ks
 
 
 @dataclass(frozen=True)
 class AlphaEditHparams(LocateEditHparams):
+    RANGES: ClassVar[dict] = {"nullspace_threshold": (0, None, True), "L2": (0, None, False)}
+
     layers: tuple[int, ...] = (4, 5, 6, 7, 8)
     v_num_grad_steps: int = 25
     v_lr: float = 0.1
@@ -35,13 +38,15 @@ class AlphaEditHparams(LocateEditHparams):
     L2: float = 10.0                          # ridge term of Eq. 14 (the published configs call it L2)
 
 
-def null_space_projector(second_moment: torch.Tensor, threshold: float) -> tuple[torch.Tensor, int]:
+def null_space_projector(second_moment: torch.Tensor, threshold: float,
+                         device: torch.device | str | None = None) -> tuple[torch.Tensor, int]:
     """AlphaEdit Eq. 7-9: ``P = U_0 U_0^T`` over the eigenvectors of ``C`` with eigenvalue ``< threshold``.
 
     ``C`` is symmetric positive semi-definite, so its SVD is its eigendecomposition. Returns ``(P [d_in, d_in]``
-    float64, the null-space dimension).
+    float64 on ``device`` (default: ``C``'s), the null-space dimension).
     """
-    eigvals, eigvecs = torch.linalg.eigh(second_moment.double())               # ascending, [d_in], [d_in, d_in]
+    c = second_moment.to(device=device or second_moment.device, dtype=torch.float64)
+    eigvals, eigvecs = torch.linalg.eigh(c)                                    # ascending, [d_in], [d_in, d_in]
     u0 = eigvecs[:, eigvals < threshold]                                       # [d_in, r]
     return u0 @ u0.T, int(u0.shape[1])
 
@@ -52,12 +57,14 @@ def null_space_update(keys: torch.Tensor, resid: torch.Tensor, projector: torch.
 
     ``keys`` ``[n, d_in]``, ``resid`` ``[n, d_out]``, ``projector`` ``P``, ``edited_kkt`` ``K_p K_p^T``
     (``[d_in, d_in]``). The solution satisfies ``Delta = Delta P``, so ``Delta k0 = 0`` for every ``k0`` with
-    ``P k0 = 0``. Returns ``Delta`` ``[d_out, d_in]`` in float64.
+    ``P k0 = 0``. Returns ``Delta`` ``[d_out, d_in]`` in float64 on the keys' device (the model's); ``P``,
+    ``K_p K_p^T`` and ``R`` are moved there first.
     """
-    k = keys.double().T                                                        # [d_in, n]
-    p = projector.double()
-    a = p @ (k @ k.T + edited_kkt.double()) + l2 * torch.eye(k.shape[0], dtype=torch.float64)
-    return torch.linalg.solve(a, p @ k @ resid.double()).T                     # [d_out, d_in]
+    at = dict(device=keys.device, dtype=torch.float64)
+    k = keys.to(**at).T                                                        # [d_in, n]
+    p = projector.to(**at)
+    a = p @ (k @ k.T + edited_kkt.to(**at)) + l2 * torch.eye(k.shape[0], **at)
+    return torch.linalg.solve(a, p @ k @ resid.to(**at)).T                     # [d_out, d_in]
 
 
 class _KeyMemoryHandle(EditHandle):
@@ -98,12 +105,13 @@ class AlphaEditEditor(MEMITEditor):
 
     def projector(self, model, site, moments: dict) -> torch.Tensor:
         key = (model_cache_name(model), site.name)
-        if key not in self._projectors:
-            self._projectors[key] = null_space_projector(moments[site.name].moment(), self.hparams.nullspace_threshold)
+        if key not in self._projectors:   # computed once, on the edited matrix's device
+            self._projectors[key] = null_space_projector(moments[site.name].moment(), self.hparams.nullspace_threshold,
+                                                         device=site.weight.device)
         return self._projectors[key][0]
 
     def layer_update(self, model, site, keys: torch.Tensor, resid: torch.Tensor, moments: dict) -> torch.Tensor:
-        zero = torch.zeros(site.d_in, site.d_in, dtype=torch.float64)
+        zero = torch.zeros(site.d_in, site.d_in, dtype=torch.float64, device=site.weight.device)
         kkt = self.edited_kkt.get((model_cache_name(model), site.name), zero)
         return null_space_update(keys, resid, self.projector(model, site, moments), kkt, self.hparams.L2)
 
@@ -112,5 +120,6 @@ class AlphaEditEditor(MEMITEditor):
         for site in sites:
             keys = compute_ks(model, tokenizer, site, requests, groups).double()                 # [n, d_in]
             key = (model_cache_name(model), site.name)
-            prior = self.edited_kkt.get(key, torch.zeros(site.d_in, site.d_in, dtype=torch.float64))
+            prior = self.edited_kkt.get(key, torch.zeros(site.d_in, site.d_in, dtype=torch.float64,
+                                                         device=keys.device))
             self.edited_kkt[key] = prior + keys.T @ keys

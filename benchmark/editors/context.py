@@ -6,7 +6,7 @@ template is a short sample with ``{`` and ``}`` removed and ``". {}"`` appended,
 seeds the samples with five common openers; ROME's ``context_template_length_params`` (length, count) pairs say
 how many samples of how many new tokens to draw.
 
-Sampling is seeded per row (common random numbers, as in ``benchmark.sampling``), so the same model gives the
+Sampling is seeded per row (common random numbers, as in ``editprobe.benchmark.sampling``), so the same model gives the
 same templates in every process; they are cached per model in ``{cache_dir}/context_templates/{model}.json``.
 """
 
@@ -19,9 +19,8 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
 
-from benchmark.sampling import SeededNucleusSampler
+from editprobe.benchmark.sampling import SeededNucleusSampler, pinned_config, seeded_generate
 
 #: MEMIT's openers for context samples (memit_main.get_context_templates).
 OPENERS = ("The", "Therefore", "Because", "I", "You")
@@ -49,38 +48,34 @@ def _row_seed(seed: int, opener: str, row: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}|{opener}|{row}".encode()).digest()[:8], "big") >> 1
 
 
-def _stop_ids(model, tokenizer) -> list[int]:
-    ids = {tokenizer.eos_token_id}
-    eos = model.generation_config.eos_token_id
-    ids.update(eos if isinstance(eos, list) else [eos])
-    return sorted(i for i in ids if i is not None)
-
-
 @torch.no_grad()
 def sample_texts(model, tokenizer, openers: tuple[str, ...], per_opener: int, new_tokens: int, seed: int,
-                 top_k: int = 0, top_p: float = 1.0, batch_size: int = 32) -> list[str]:
+                 top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, desc: str = "sampling texts") -> list[str]:
     """``per_opener`` samples of up to ``new_tokens`` tokens after each opener, opener included, in a fixed order.
 
     Row ``i`` after opener ``o`` draws its uniforms from seed ``(seed, o, i)``; the token is picked by inverse CDF
     over the top-k / nucleus of ``softmax(logits)``.
     """
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
-    stop = _stop_ids(model, tokenizer)
-    config = GenerationConfig(do_sample=False, max_new_tokens=new_tokens, eos_token_id=stop,
-                              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0])
+    config = pinned_config(model, tokenizer, new_tokens)
     texts: list[str] = []
-    for opener in openers:
+    batches = [(o, start) for o in openers for start in range(0, per_opener, batch_size)]
+    # disable=None: a bar on a terminal, silence in logs and tests
+    bar = tqdm(total=len(openers) * per_opener, desc=desc, unit="text", disable=None, leave=False)
+    for opener, start in batches:
         prompt = tokenizer(opener, add_special_tokens=False)["input_ids"]           # [P]
-        for start in range(0, per_opener, batch_size):
-            rows = range(start, min(per_opener, start + batch_size))
-            uniforms = torch.stack([torch.rand(new_tokens, dtype=torch.float64,
-                                               generator=torch.Generator().manual_seed(_row_seed(seed, opener, r)))
-                                    for r in rows])                                 # [B, new_tokens]
-            ids = torch.tensor([prompt] * len(rows), device=device)                 # [B, P]
-            sampler = SeededNucleusSampler(uniforms, ids.shape[1], 1.0, top_p, top_k)
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
-                                 logits_processor=LogitsProcessorList([sampler]))  # [B, P + T]
-            texts.extend(tokenizer.batch_decode(out, skip_special_tokens=True))
+        rows = range(start, min(per_opener, start + batch_size))
+        uniforms = torch.stack([torch.rand(new_tokens, dtype=torch.float64,
+                                           generator=torch.Generator().manual_seed(_row_seed(seed, opener, r)))
+                                for r in rows])                                 # [B, new_tokens]
+        ids = torch.tensor([prompt] * len(rows), device=device)                 # [B, P]
+        sampler = SeededNucleusSampler(uniforms, ids.shape[1], 1.0, top_p, top_k)
+        out = seeded_generate(model, ids, torch.ones_like(ids), sampler, config)  # [B, P + T]
+        texts.extend(tokenizer.batch_decode(out, skip_special_tokens=True))
+        bar.update(len(rows))
+    bar.close()
     return texts
 
 
@@ -111,7 +106,8 @@ def context_templates(model, tokenizer, cache_dir: Path, length_params: tuple[tu
         for j, opener in enumerate(OPENERS):
             n = count // len(OPENERS) + (1 if j < count % len(OPENERS) else 0)
             if n:
-                texts = sample_texts(model, tokenizer, (opener,), n, length, seed=seed + length, top_k=TEMPLATE_TOP_K)
+                texts = sample_texts(model, tokenizer, (opener,), n, length, seed=seed + length, top_k=TEMPLATE_TOP_K,
+                                     desc="context templates")
                 templates.extend(_as_template(t) for t in texts)
     cached = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}  # another process may have added
     cached[key] = templates

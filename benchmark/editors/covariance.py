@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.editors.context import model_cache_name, sample_texts
-from benchmark.editors.layers import EditSite
+from editprobe.benchmark.editors.context import model_cache_name, sample_texts
+from editprobe.benchmark.editors.layers import EditSite
 
 SELF_CORPUS = "self"
 #: Openers for the ``self`` corpus: varied, content-free starts.
@@ -125,7 +125,8 @@ def corpus_texts(corpus: str, n_samples: int, model, tokenizer, stats_dir: Path,
         if path.exists():
             return json.loads(path.read_text(encoding="utf-8"))
         per_opener = math.ceil(n_samples / len(SELF_OPENERS))
-        texts = sample_texts(model, tokenizer, SELF_OPENERS, per_opener, sample_tokens, seed, top_p=0.95)
+        texts = sample_texts(model, tokenizer, SELF_OPENERS, per_opener, sample_tokens, seed, top_p=0.95,
+                             desc="covariance corpus")
         texts = texts[:n_samples]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
@@ -159,8 +160,11 @@ def accumulate_second_moments(model, tokenizer, sites: list[EditSite], texts: li
     handles = [s.module.register_forward_pre_hook(hook_for(s.name)) for s in sites]
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    from tqdm.auto import tqdm
+
     try:
-        for start in range(0, len(texts), batch_size):
+        for start in tqdm(range(0, len(texts), batch_size), desc="key statistics", unit="batch", disable=None,
+                          leave=False):
             rows = [tokenizer(t)["input_ids"][:max_tokens] for t in texts[start:start + batch_size]]
             rows = [r for r in rows if r]
             width = max(map(len, rows))

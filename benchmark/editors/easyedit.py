@@ -28,13 +28,13 @@ GPU cross-check against EasyEdit (not run here; needs a CUDA machine and an Easy
 
     model, tok = SmolLM2-135M-Instruct in float32 on cuda:0 (editprobe.models.load_model(device="cuda"))
     request = the first ZsRE record (prompt, subject, alt, answer) as an EditRequest
-    for editor in (build_editor("rome", model_family="smollm2-135m"),
+    for editor in (build_editor("rome", preset="smollm2-135m"),
                    easyedit_editor("ROME")(EasyEditHparams(hparams_file="ROME/smollm2-135m.yaml",
                                                          easyedit_path="/path/to/EasyEdit"))):
         W0 = model.model.layers[L].mlp.down_proj.weight.clone()
         handle = editor.apply(model, tok, [request])
         dW = model.model.layers[L].mlp.down_proj.weight - W0      # [576, 1536], rank 1 for ROME
-        acc = benchmark.metrics.edit_accuracy(model, tok, [request.prompt, rephrase], [request.target] * 2)
+        acc = editprobe.benchmark.metrics.edit_accuracy(model, tok, [request.prompt, rephrase], [request.target] * 2)
         handle.restore()
     compare: the two post-edit teacher-forced accuracies (equal), rank(dW) == 1 for both, and the cosine of the two
     dW (close to 1; exact equality is not expected: ROME's covariance statistics and random context templates
@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmark.editors.base import EditHandle, Editor, EditRequest, RestoreError
+from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest, RestoreError
 
 UNKNOWN_GROUND_TRUTH = "<|endoftext|>"   # what EasyEdit's BaseEditor puts where no ground truth is given
 

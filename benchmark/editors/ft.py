@@ -9,18 +9,22 @@ the target's first token at the prompt's last position. After each step the weig
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 
-from benchmark.editors.base import EditHandle, Editor, EditRequest
-from benchmark.metrics import target_token_ids
+from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest
+from editprobe.benchmark.metrics import target_token_ids
 
 
 @dataclass(frozen=True)
 class FTHparams:
+    RANGES: ClassVar[dict] = {"num_steps": (1, None, False), "lr": (0, None, True), "weight_decay": (0, None, False),
+                              "norm_constraint": (0, None, True), "early_stop_loss": (0, None, False)}
+
     layers: tuple[int, ...] = (8,)
     module_template: str = "model.layers.{}.mlp.down_proj"
-    objective: str = "target_new"      # "target_new" (FT-M) | "prompt_last" (FT-L)
+    objective: Literal["target_new", "prompt_last"] = "target_new"   # FT-M | FT-L
     num_steps: int = 25
     lr: float = 5e-4
     weight_decay: float = 0.0
@@ -50,8 +54,6 @@ class FTEditor(Editor):
 
     def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
         hp = self.hparams
-        if hp.objective not in ("target_new", "prompt_last"):
-            raise ValueError(f"ft: objective must be 'target_new' or 'prompt_last', got {hp.objective!r}")
         names = [f"{hp.module_template.format(layer)}.weight" for layer in hp.layers]
         handle = EditHandle(model, names)
         params = dict(model.named_parameters())

@@ -36,15 +36,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.editors.base import EditHandle, Editor, EditRequest
+from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest
 
 
 @dataclass(frozen=True)
 class IKEHparams:
+    RANGES: ClassVar[dict] = {"k": (0, None, False)}
+
     k: int = 8
     pool_path: str | None = None               # JSONL of {prompt, target, rephrase?}; None: request-derived pool
     embedding_model: str = "all-MiniLM-L6-v2"

@@ -38,23 +38,29 @@ import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from transformers import DynamicCache
 
-from benchmark.editors.base import EditHandle, Editor, EditRequest
-from benchmark.metrics import target_token_ids
+from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest
+from editprobe.benchmark.metrics import target_token_ids
 
 
 @dataclass(frozen=True)
 class KNHparams:
+    RANGES: ClassVar[dict] = {"steps": (1, None, False), "adaptive_threshold": (0, 1, False),
+                              "max_neurons": (1, None, False), "amplify_factor": (0, None, False),
+                              "erase_scale": (0, None, False), "update_scale": (0, None, False),
+                              "batch_rows": (1, None, False)}
+
     layers: tuple[int, ...] | None = None       # layers to attribute; None: every layer
     module_template: str = "model.layers.{}.mlp.down_proj"
-    attribute_to: str = "target"                # "target" | "ground_truth"
+    attribute_to: Literal["target", "ground_truth"] = "target"
     steps: int = 20                             # Riemann points m
     adaptive_threshold: float = 0.2             # keep Attr > t * max Attr
     max_neurons: int = 10
-    mode: str = "rewrite"                       # "rewrite" | "amplify"
+    mode: Literal["rewrite", "amplify"] = "rewrite"
     amplify_factor: float = 2.0
     erase_scale: float = 2.0                    # EasyEdit's KN uses 2 and 2
     update_scale: float = 2.0
@@ -205,10 +211,6 @@ class KNEditor(Editor):
 
     def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
         hp = self.hparams
-        if hp.mode not in ("rewrite", "amplify"):
-            raise ValueError(f"kn: mode must be 'rewrite' or 'amplify', got {hp.mode!r}")
-        if hp.attribute_to not in ("target", "ground_truth"):
-            raise ValueError(f"kn: attribute_to must be 'target' or 'ground_truth', got {hp.attribute_to!r}")
         layers = list(hp.layers) if hp.layers is not None else list(range(model.config.num_hidden_layers))
         chosen: list[dict] = []
         edits = []  # (request, neurons, activation signs, new token id, erased token id)

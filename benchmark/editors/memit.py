@@ -9,7 +9,7 @@ the block output instead of the MLP output). Then, for the edited layers from th
   divided by the number of layers still to edit, so the residual is spread evenly over them (Eq. 18-20);
 * ``Delta = R^T K (lambda C + K^T K)^-1`` — the least-squares update that writes the new pairs while keeping the
   outputs of the ``lambda C`` mass of preserved keys (Eq. 14; seed Appendix B.2.1/E.2,
-  :func:`least_squares_update`), ``C = E[k k^T]`` from :mod:`benchmark.editors.covariance` and
+  :func:`least_squares_update`), ``C = E[k k^T]`` from :mod:`editprobe.benchmark.editors.covariance` and
   ``lambda = mom2_update_weight``.
 """
 
@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from benchmark.editors.base import EditHandle, EditRequest
-from benchmark.editors.layers import Layout, decoder_blocks, edit_site, resolve_layout
-from benchmark.editors.rome import (LocateEditEditor, LocateEditHparams, TargetVector, compute_ks, key_batch,
-                                    optimise_target)
+from editprobe.benchmark.editors.base import EditHandle, EditRequest
+from editprobe.benchmark.editors.layers import Layout, decoder_blocks, edit_site, resolve_layout
+from editprobe.benchmark.editors.rome import (LocateEditEditor, LocateEditHparams, TargetVector, compute_ks, key_batch,
+                                              optimise_target)
 
 
 @dataclass(frozen=True)
 class MEMITHparams(LocateEditHparams):
+    RANGES: ClassVar[dict] = {"mom2_update_weight": (0, None, False)}
+
     layers: tuple[int, ...] = (4, 5, 6, 7, 8)
     v_num_grad_steps: int = 25
     clamp_norm_factor: float = 0.75
@@ -66,12 +69,14 @@ def least_squares_update(keys: torch.Tensor, resid: torch.Tensor, second_moment:
 
     ``keys`` ``[n, d_in]`` and ``resid`` ``[n, d_out]`` hold one request per row; ``second_moment`` is ``C``
     (``[d_in, d_in]``) or None for ``C = I``. ``Delta`` solves the normal equations
-    ``Delta (lambda C + K K^T) = R K^T``. Returns ``Delta`` ``[d_out, d_in]`` in float64.
+    ``Delta (lambda C + K K^T) = R K^T``. Returns ``Delta`` ``[d_out, d_in]`` in float64 on the keys' device (the
+    model's); ``C`` and ``R`` are moved there first.
     """
-    k = keys.double().T                                                        # [d_in, n]
-    c = torch.eye(k.shape[0], dtype=torch.float64) if second_moment is None else second_moment.double()
+    at = dict(device=keys.device, dtype=torch.float64)
+    k = keys.to(**at).T                                                        # [d_in, n]
+    c = torch.eye(k.shape[0], **at) if second_moment is None else second_moment.to(**at)
     a = weight * c + k @ k.T                                                   # [d_in, d_in], symmetric
-    return torch.linalg.solve(a, k @ resid.double()).T                         # [d_out, d_in]
+    return torch.linalg.solve(a, k @ resid.to(**at)).T                         # [d_out, d_in]
 
 
 def spread_residual(z_star: torch.Tensor, z_now: torch.Tensor, layers_left: int) -> torch.Tensor:

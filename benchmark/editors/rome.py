@@ -29,23 +29,29 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
-from benchmark.editors.base import EditHandle, Editor, EditRequest
-from benchmark.editors.context import context_templates, model_cache_name
-from benchmark.editors.covariance import SecondMoment, second_moments
-from benchmark.editors.layers import EditSite, Layout, decoder_blocks, edit_site, get_module, resolve_layout
-from benchmark.metrics import target_token_ids
+from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest
+from editprobe.benchmark.editors.context import context_templates, model_cache_name
+from editprobe.benchmark.editors.covariance import SecondMoment, second_moments
+from editprobe.benchmark.editors.layers import EditSite, Layout, decoder_blocks, edit_site, get_module, resolve_layout
+from editprobe.benchmark.metrics import target_token_ids
 
 
 @dataclass(frozen=True)
 class LocateEditHparams:
     """What ROME, MEMIT and AlphaEdit share: the target-vector optimisation, key statistics, context templates."""
 
+    RANGES: ClassVar[dict] = {"v_num_grad_steps": (1, None, False), "v_lr": (0, None, True),
+                              "v_weight_decay": (0, None, False), "clamp_norm_factor": (0, None, True),
+                              "kl_factor": (0, None, False), "v_early_stop_loss": (0, None, False),
+                              "mom2_n_samples": (1, None, False), "mom2_sample_tokens": (1, None, False)}
+
     layers: tuple[int, ...] = (5,)
-    module_template: str | None = None        # None: from model.config.model_type (benchmark.editors.layers)
+    module_template: str | None = None        # None: from model.config.model_type (editprobe.benchmark.editors.layers)
     v_num_grad_steps: int = 20
     v_lr: float = 0.5
     v_weight_decay: float = 0.5
@@ -54,7 +60,7 @@ class LocateEditHparams:
     v_early_stop_loss: float = 0.05           # the optimisation stops once the total loss is below this
     mom2_dataset: str = "self"                # "self" | local .txt/.jsonl file or folder | HF dataset[:config]
     mom2_n_samples: int = 300
-    mom2_dtype: str = "float32"
+    mom2_dtype: Literal["float32", "float64"] = "float32"
     mom2_sample_tokens: int = 128             # tokens per text (self-sampled length, truncation otherwise)
     context_template_length_params: tuple = ((10, 5),)   # (new tokens, count) of sampled context prefixes
     seed: int = 0                             # context templates and the self corpus
@@ -71,7 +77,7 @@ class LocateEditHparams:
 class ROMEHparams(LocateEditHparams):
     layers: tuple[int, ...] = (5,)            # one layer in the paper; several are edited one after another
     mom2_adjustment: bool = True              # False: C = I (plain least-norm rank-one update)
-    written_key: str = "average"              # "average": W' k* = v* (paper Eq. 2); "prompt": W' k(prompt) = v*
+    written_key: Literal["average", "prompt"] = "average"   # "average": W' k* = v* (Eq. 2); "prompt": W' k(prompt) = v*
 
 
 # --------------------------------------------------------------------------- prompts and token positions
@@ -137,7 +143,7 @@ def key_batch(tokenizer, requests: list[EditRequest], templates: list[str], devi
 def target_batch(tokenizer, request: EditRequest, templates: list[str], device) -> tuple[PromptBatch, int]:
     """ROME's optimisation batch: one row per template (prompt + target minus its last token) + the KL row.
 
-    Targets are tokenised as ``benchmark.metrics`` scores them (prompt and ``" " + target`` together), so the
+    Targets are tokenised as ``editprobe.benchmark.metrics`` scores them (prompt and ``" " + target`` together), so the
     optimised positions are exactly the ones Edit Success reads. Returns the batch and the target length.
     """
     rows, lookup, lrow, lpos, lid = [], [], [], [], []
@@ -284,16 +290,18 @@ def optimise_target(model, tokenizer, request: EditRequest, templates: list[str]
     n_rewrite = len(templates)
     rows = torch.arange(len(batch.ids), device=device)
     width = model.get_output_embeddings().weight.shape[1]          # residual width = the inserted vector's size
-    delta = torch.zeros(width, dtype=next(model.parameters()).dtype, device=device, requires_grad=True)
+    # delta is optimised in float32 whatever the model's dtype (in float16 Adam's eps underflows and the first
+    # step turns delta into NaN); it is cast to the activations' dtype where it is inserted.
+    delta = torch.zeros(width, dtype=torch.float32, device=device, requires_grad=True)
     init: list[torch.Tensor] = []
 
     def insert(module, args, out):
         h = out[0] if isinstance(out, tuple) else out                            # [B, T, d]
         if not init:
-            init.append(h[0, batch.lookup[0]].detach().clone())                  # v_init: the plain prompt
+            init.append(h[0, batch.lookup[0]].detach().float().clone())          # v_init: the plain prompt
         at = torch.zeros(h.shape[:2] + (1,), dtype=h.dtype, device=h.device)    # [B, T, 1]
         at[rows, batch.lookup] = 1
-        h = h + at * delta
+        h = h + at * delta.to(h.dtype)
         return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
 
     skip = bool(hp.skip_lower_layers and layout.final_norm is not None)
@@ -363,12 +371,14 @@ def rank_one_update(k_star: torch.Tensor, v_star: torch.Tensor, w_k: torch.Tenso
     ``key``, when given, is written instead of ``k*`` along the same direction ``C^-1 k*``:
     ``Delta = (v* - W key) (C^-1 k*)^T / ((C^-1 k*)^T key)``, so ``(W + Delta) key = v*`` (the reference code's
     choice, with ``key`` the bare edit prompt's key); ``w_k`` is then ``W key``.
-    Returns ``(Delta [d_out, d_in], right vector [d_out], left vector C^-1 k* [d_in])``, in float64.
+    Returns ``(Delta [d_out, d_in], right vector [d_out], left vector C^-1 k* [d_in])``, in float64 on the device
+    of ``k_star`` (the model's): every other input is moved there first, wherever it was computed or loaded.
     """
-    k = k_star.double()                                                           # [d_in]
-    written = k if key is None else key.double()                                  # [d_in]
-    left = k if second_moment is None else torch.linalg.solve(second_moment.double(), k)   # C^-1 k*  [d_in]
-    right = (v_star.double() - w_k.double()) / (left @ written)                   # [d_out]
+    at = dict(device=k_star.device, dtype=torch.float64)
+    k = k_star.to(**at)                                                           # [d_in]
+    written = k if key is None else key.to(**at)                                  # [d_in]
+    left = k if second_moment is None else torch.linalg.solve(second_moment.to(**at), k)   # C^-1 k*  [d_in]
+    right = (v_star.to(**at) - w_k.to(**at)) / (left @ written)                   # [d_out]
     return torch.outer(right, left), right, left
 
 
@@ -382,13 +392,20 @@ class LocateEditEditor(Editor):
 
     def __init__(self, hparams=None, **overrides):
         super().__init__(hparams, **overrides)
-        from editprobe.models import default_cache_dir
-
-        hp = self.hparams
-        self.cache_dir = Path(hp.cache_dir) if hp.cache_dir else default_cache_dir()
-        self.stats_dir = Path(hp.stats_dir) if hp.stats_dir else self.cache_dir / "stats"
         self._templates: dict[str, list[list[str]]] = {}
         self._moments: dict[tuple[str, str], SecondMoment] = {}
+
+    @property
+    def cache_dir(self) -> Path:
+        """The ``cache_dir`` hyper-parameter, else the run's cache root, else editprobe's default cache."""
+        from editprobe.paths import default_cache_dir
+
+        root = self.hparams.cache_dir or self.cache_root
+        return Path(root) if root else default_cache_dir()
+
+    @property
+    def stats_dir(self) -> Path:
+        return Path(self.hparams.stats_dir) if self.hparams.stats_dir else self.cache_dir / "stats"
 
     def template_groups(self, model, tokenizer) -> list[list[str]]:
         """``[["{}"], [samples of the first length], ...]`` for this model."""
@@ -422,8 +439,6 @@ class ROMEEditor(LocateEditEditor):
 
     def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
         hp = self.hparams
-        if hp.written_key not in ("average", "prompt"):
-            raise ValueError(f"rome: written_key must be 'average' or 'prompt', got {hp.written_key!r}")
         t_start = time.perf_counter()
         layout = resolve_layout(model, hp.module_template)
         sites = [edit_site(model, layer, hp.module_template) for layer in sorted(hp.layers)]

@@ -13,10 +13,10 @@ import gzip
 import json
 from pathlib import Path
 
-from leaderboard.aggregates import recompute
-from leaderboard.known_tasks import load_known_tasks
-from leaderboard.submissions import gzip_bytes, submission_parts
-from leaderboard.validation import settings_for
+from editprobe.leaderboard.aggregates import recompute
+from editprobe.leaderboard.known_tasks import load_known_tasks
+from editprobe.leaderboard.submissions import gzip_bytes, submission_parts
+from editprobe.leaderboard.validation import settings_for
 
 FIXTURES = Path(__file__).resolve().parent
 TASKS = FIXTURES / "tasks"   # tasks/zsre.yaml as it was when the fixtures were made
@@ -103,7 +103,7 @@ def site_runs() -> dict[str, tuple[dict, list[dict]]]:
 
 def build_fixture_site(root: Path):
     """File every site run under root/sub and build root/site; returns (site folder, runs, pages)."""
-    from leaderboard.site import build
+    from editprobe.leaderboard.site import build
 
     runs = site_runs()
     for doc, lines in runs.values():
