@@ -29,7 +29,7 @@ import copy
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +58,7 @@ class Context:
     cache_dir: Path
     hparams: dict                    # overrides applied to every editor preset (keys the editor knows)
     seed: int = 0
+    protected: list[dict] = field(default_factory=list)   # records kept out of the edits (spec field 'protected')
 
     def requests(self) -> list[EditRequest]:
         return [EditRequest(r["id"], r["prompt"], r["subject"], r["alt"], r.get("answer")) for r in self.records]
@@ -171,11 +172,12 @@ def _right_norms(diagnostics: dict) -> list[float]:
     return [float(x) for x in diagnostics["right_vector_norm"]]
 
 
-def _delta_norms(diagnostics: dict) -> list[float]:
-    """``||delta||`` of the optimised target vector (the quantity the clamp-norm factor bounds)."""
+def _delta_norms(diagnostics: dict) -> list[tuple[float, float]]:
+    """``(||delta||, ||init||)`` per edit: the optimised shift of the target vector (ROME: v* - v_init; MEMIT,
+    AlphaEdit: z* - z_init), the seed's Table 5 "right vector", and the norm the clamp factor scales."""
     if "edits" in diagnostics:                                   # ROME: one entry per (request, layer)
-        return [float(e["v_delta_norm"]) for e in diagnostics["edits"]]
-    return [float(x) for x in diagnostics.get("z_delta_norm", [])]
+        return [(float(e["v_delta_norm"]), float(e["v_init_norm"])) for e in diagnostics["edits"]]
+    return [(float(d), float(i)) for d, i in zip(diagnostics["z_delta_norm"], diagnostics["z_init_norm"])]
 
 
 # --------------------------------------------------------------------------- right-vector norms (single edits)
@@ -185,18 +187,22 @@ def run_right_vector_norms(ctx: Context, spec: dict) -> dict:
     for name in spec.get("editors", ["rome", "memit", "alphaedit"]):
         for clamp in spec.get("clamp_norm_factors", [4.0, 0.75]):
             editor = editor_for(ctx, name, clamp_norm_factor=clamp)
-            norms, deltas, es, seconds = [], [], [], []
+            right, deltas, es, seconds = [], [], [], []
             for record, request in zip(ctx.records, ctx.requests()):
                 t0 = time.perf_counter()
                 handle = editor.apply(ctx.model, ctx.tokenizer, [request])
                 seconds.append(time.perf_counter() - t0)
-                norms += _right_norms(handle.diagnostics)
+                right += _right_norms(handle.diagnostics)
                 deltas += _delta_norms(handle.diagnostics)
                 es.append(M.edit_accuracy(ctx.model, ctx.tokenizer, [record["prompt"]], [record["alt"]])[0])
                 handle.restore()
-            rows.append({"editor": name, "clamp_norm_factor": clamp, "n": len(norms),
-                         "mean": float(np.mean(norms)), "max": float(np.max(norms)), "min": float(np.min(norms)),
-                         "target_delta_norm_mean": _mean(deltas), "edit_success": _mean(es),
+            delta = np.array([d for d, _ in deltas])
+            # headline: ||delta|| (mean, min, max); extra: the update's own right vector (ROME: (v* - W k*) /
+            # ((C^-1 k*)^T k*) with an unnormalised left vector; MEMIT / AlphaEdit: the residual ||z* - z||)
+            rows.append({"editor": name, "clamp_norm_factor": clamp, "n": len(deltas),
+                         "mean": float(delta.mean()), "max": float(delta.max()), "min": float(delta.min()),
+                         "delta_over_init_max": max(d / i for d, i in deltas),
+                         "update_right_vector_mean": _mean(right), "edit_success": _mean(es),
                          "seconds_per_edit": _mean(seconds)})
     return {"rows": rows}
 
@@ -217,8 +223,8 @@ def plot_right_vector_norms(result: dict, spec: dict, path: Path) -> None:
         ax.bar(x, mean, width, yerr=err, capsize=3, label=f"clamp {clamp:g}")
     ax.set_xticks(np.arange(len(editors)), editors)
     ax.set_yscale("log")
-    ax.set_ylabel("right-vector 2-norm (mean, min-max)")
-    ax.set_title("Single edits: norm of the written vector")
+    ax.set_ylabel("||delta|| of the target vector (mean, min-max)")
+    ax.set_title("Single edits: the right vector ||delta||")
     ax.legend()
     _save(fig, path)
 
@@ -228,8 +234,10 @@ def plot_right_vector_norms(result: dict, spec: dict, path: Path) -> None:
 def run_norm_trajectory(ctx: Context, spec: dict) -> dict:
     rows, finals = [], []
     pres = [pre_edit_argmax(ctx, r) for r in ctx.records]            # the unedited model: once for all editors
-    for name in spec.get("editors", ["rome", "memit", "alphaedit"]):
-        editor = editor_for(ctx, name)
+    runs = [(name, clamp) for name in spec.get("editors", ["rome", "memit", "alphaedit"])
+            for clamp in spec.get("clamp_norm_factors", [4.0, 0.75])]
+    for name, clamp in runs:
+        editor = editor_for(ctx, name, clamp_norm_factor=clamp)
         handles = []
         try:
             for step, (record, request) in enumerate(zip(ctx.records, ctx.requests()), start=1):
@@ -237,10 +245,12 @@ def run_norm_trajectory(ctx: Context, spec: dict) -> dict:
                 handles.append(handle)
                 drift = handles[0].drift()            # the first handle holds W_0 (every edit touches the same matrices)
                 scores = edit_scores(ctx, record, pres[step - 1])
-                rows.append({"editor": name, "step": step, "right_vector_norm": _mean(_right_norms(handle.diagnostics)),
+                rows.append({"editor": name, "clamp_norm_factor": clamp, "step": step,
+                             "delta_norm": _mean(d for d, _ in _delta_norms(handle.diagnostics)),
+                             "update_right_vector_norm": _mean(_right_norms(handle.diagnostics)),
                              "weight_drift": drift, **scores})
             held = [edit_scores(ctx, r, p) for r, p in zip(ctx.records, pres)]
-            finals.append({"editor": name, "edits": len(handles),
+            finals.append({"editor": name, "clamp_norm_factor": clamp, "edits": len(handles),
                            "reliability_after_all": _mean(h["reliability"] for h in held),
                            "locality_after_all": _mean(h.get("locality") for h in held)})
         finally:
@@ -253,12 +263,13 @@ def plot_norm_trajectory(result: dict, spec: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for name in dict.fromkeys(r["editor"] for r in result["rows"]):
-        sel = [r for r in result["rows"] if r["editor"] == name]
+    for name, clamp in dict.fromkeys((r["editor"], r["clamp_norm_factor"]) for r in result["rows"]):
+        sel = [r for r in result["rows"] if r["editor"] == name and r["clamp_norm_factor"] == clamp]
         steps = [r["step"] for r in sel]
-        axes[0].plot(steps, [r["right_vector_norm"] for r in sel], marker="o", ms=3, label=name)
-        axes[1].plot(steps, [r["weight_drift"] for r in sel], marker="o", ms=3, label=name)
-    axes[0].set(xlabel="sequential edit", ylabel="right-vector 2-norm", title="Norm of each written vector",
+        label = f"{name}, clamp {clamp:g}"
+        axes[0].plot(steps, [r["delta_norm"] for r in sel], marker="o", ms=3, label=label)
+        axes[1].plot(steps, [r["weight_drift"] for r in sel], marker="o", ms=3, label=label)
+    axes[0].set(xlabel="sequential edit", ylabel="||delta|| of the target vector", title="Right vector per edit",
                 yscale="log")
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -356,84 +367,72 @@ def plot_nullspace_rank(result: dict, spec: dict, path: Path) -> None:
 
 # --------------------------------------------------------------------------- preservation-loss sweep
 
-def preservation_descent(w_k: torch.Tensor, k_star: torch.Tensor, v_star: torch.Tensor, C: torch.Tensor,
-                         beta: float, gamma: float, lr: float, max_steps: int, tol: float) -> dict:
-    """Gradient descent on ``L = L_edit + beta L_kp + gamma L_reg`` over a rank-one update ``r l^T``.
+def protected_key_loss(w_k_star: torch.Tensor, left: torch.Tensor, k_star: torch.Tensor, keys_p: torch.Tensor,
+                       outputs_p: torch.Tensor):
+    """``L_kp`` of seed Section 3.4 for ROME's rank-one update, as a function of the target ``v*``.
 
-    With ``u = l / ||l||`` (the edit direction in key space) and ``e = v* - W k*`` (``[d_out]``):
-    ``L_edit = ||r (u^T k*) - e||^2 / ||e||^2`` (relative error of ``(W + r u^T) k* = v*``),
-    ``L_kp = (u^T C u) / (tr C / d)`` (protected keys' mean squared projection on ``u``, relative to a random
-    direction's), ``L_reg = ||r||^2 / ||e / ||k*||||^2`` (update size relative to the least-norm one).
-    ``r`` is parametrised in units of ``||e|| / ||k*||``; starts at ``r = 0``, ``u = k* / ||k*||``; Adam.
-    Converged: the first step with ``L_edit < tol`` once the total loss has settled (it moved by less than
-    ``tol`` relative over the last 10 steps), so the penalty terms have had their say too.
+    With ``l = C^-1 k*`` the update is ``Delta = (v* - W k*) l^T / (l^T k*)`` (Eq. 2), so a protected key ``k_p``
+    moves its output by ``Delta k_p = (v* - W k*) (l^T k_p) / (l^T k*)``. ``L_kp`` is the mean over protected keys
+    of ``||Delta k_p||^2`` relative to their outputs' mean ``||W k_p||^2``:
+    ``||v* - W k*||^2 * mean_p((l^T k_p / l^T k*)^2) / mean_p ||W k_p||^2``. Returns ``L_kp(v*)``; every input is
+    moved to ``v*``'s device and computed in float64.
     """
-    e = (v_star - w_k).double()                                                # [d_out]
-    k = k_star.double()                                                        # [d_in]
-    C = C.double()
-    scale = e.norm() / k.norm()
-    rho = torch.zeros_like(e, requires_grad=True)                              # r / scale
-    l = (k / k.norm()).clone().requires_grad_(True)                           # [d_in]
-    opt = torch.optim.Adam([rho, l], lr=lr)
-    mean_eig = torch.trace(C) / C.shape[0]
-    converged, trace, totals = None, [], []
-    for step in range(1, max_steps + 1):
-        opt.zero_grad()
-        u = l / l.norm()
-        edit = ((scale * rho) * (u @ k) - e).pow(2).sum() / e.pow(2).sum()
-        kp = (u @ C @ u) / mean_eig
-        reg = rho.pow(2).sum()
-        loss = edit + beta * kp + gamma * reg
-        loss.backward()
-        opt.step()
-        if step == 1 or step % 10 == 0:
-            trace.append((step, float(edit.detach()), float(kp.detach())))
-        totals.append(float(loss.detach()))
-        settled = len(totals) > 10 and abs(totals[-1] - totals[-11]) < tol * max(1.0, totals[-1])
-        if float(edit.detach()) < tol and settled:
-            converged = step
-            break
-    with torch.no_grad():
-        u = l / l.norm()
-        c_dir = torch.linalg.solve(C, k)
-        cos_rome = float((u @ c_dir).abs() / c_dir.norm())                    # alignment with ROME's C^-1 k*
-        final = {"L_edit": float(((scale * rho) * (u @ k) - e).pow(2).sum() / e.pow(2).sum()),
-                 "L_kp": float((u @ C @ u) / mean_eig), "cos_to_C_inv_k": cos_rome}
-    return {"steps_to_converge": converged, **final, "trace": trace}
+    def loss(v_star: torch.Tensor) -> torch.Tensor:
+        at = dict(device=v_star.device, dtype=torch.float64)
+        lk = left.to(**at) @ k_star.to(**at)
+        ratio = (keys_p.to(**at) @ left.to(**at)) / lk                                  # [P]
+        scale = ratio.pow(2).mean() / outputs_p.to(**at).pow(2).sum(-1).mean()
+        return (v_star.to(torch.float64) - w_k_star.to(**at)).pow(2).sum() * scale
+    return loss
 
 
 def run_preservation_sweep(ctx: Context, spec: dict) -> dict:
+    """Steps for ROME's v* optimisation to reach its early-stop loss when ``beta * L_kp`` joins the objective,
+    ``L_kp`` measured on the keys of protected prompts (entities outside the edited set)."""
     from editprobe.benchmark.editors.layers import edit_site, resolve_layout
     from editprobe.benchmark.editors.rome import compute_ks, compute_v
 
-    editor = editor_for(ctx, "rome", mom2_adjustment=True)
+    max_steps = int(spec.get("max_steps", 200))
+    editor = editor_for(ctx, "rome", mom2_adjustment=True, v_num_grad_steps=max_steps)
     hp = editor.hparams
     layer = int(spec.get("layer", hp.layers[0]))
     site = edit_site(ctx.model, layer, hp.module_template)
     layout = resolve_layout(ctx.model, hp.module_template)
     C = editor.second_moments(ctx.model, ctx.tokenizer, [site])[site.name].moment()
-    templates = [t for g in editor.template_groups(ctx.model, ctx.tokenizer) for t in g]
+    groups = editor.template_groups(ctx.model, ctx.tokenizer)
+    templates = [t for g in groups for t in g]
+    protected = [EditRequest(r["id"], r["prompt"], r["subject"], r["alt"]) for r in ctx.protected]
+    edited = {r["id"] for r in ctx.records}
+    if not protected or edited & {p.record_id for p in protected}:
+        raise ValueError("preservation_sweep needs protected records outside the edited set (spec field 'protected')")
+    keys_p = compute_ks(ctx.model, ctx.tokenizer, site, protected, groups)                    # [P, d_in]
+    with torch.no_grad():
+        outputs_p = site.module(keys_p)                                                       # [P, d_out]
     betas = [float(b) for b in spec.get("betas", [0, 0.1, 1, 10, 100])]
-    gamma = float(spec.get("gamma", 0.0))
     rows = []
     for request in ctx.requests():
-        k_star = compute_ks(ctx.model, ctx.tokenizer, site, [request], [templates])[0]
-        v = compute_v(ctx.model, ctx.tokenizer, request, site, templates, layout, hp)
+        k_star = compute_ks(ctx.model, ctx.tokenizer, site, [request], [templates])[0]       # [d_in]
         with torch.no_grad():
-            w_k = site.module(k_star.unsqueeze(0))[0]
+            w_k = site.module(k_star.unsqueeze(0))[0]                                         # [d_out]
+            left = torch.linalg.solve(C.to(k_star.device, torch.float64), k_star.double())    # C^-1 k*
+        l_kp = protected_key_loss(w_k, left, k_star, keys_p, outputs_p)
         for beta in betas:
-            out = preservation_descent(w_k, k_star, v.value, C, beta, gamma, float(spec.get("lr", 0.05)),
-                                       int(spec.get("max_steps", 2000)), float(spec.get("tol", 1e-3)))
-            rows.append({"record_id": request.record_id, "layer": layer, "beta": beta, "gamma": gamma,
-                         **{k: v for k, v in out.items() if k != "trace"}, "trace": out["trace"]})
+            extra = (lambda delta, init, b=beta: b * l_kp(init + delta)) if beta else None
+            v = compute_v(ctx.model, ctx.tokenizer, request, site, templates, layout, hp, extra_loss=extra)
+            converged = v.loss_last < hp.v_early_stop_loss
+            rows.append({"record_id": request.record_id, "layer": layer, "beta": beta,
+                         "steps_to_converge": v.steps if converged else None, "steps": v.steps,
+                         "loss_last": v.loss_last, "nll_last": v.nll[-1], "L_kp": float(l_kp(v.value)),
+                         "delta_norm": v.delta_norm})
     summary = []
     for beta in betas:
         sel = [r for r in rows if r["beta"] == beta]
         steps = [r["steps_to_converge"] for r in sel]
         summary.append({"beta": beta, "converged": sum(s is not None for s in steps), "records": len(sel),
                         "steps_mean": _mean(steps), "L_kp_mean": _mean(r["L_kp"] for r in sel),
-                        "cos_to_C_inv_k_mean": _mean(r["cos_to_C_inv_k"] for r in sel)})
-    return {"rows": rows, "summary": summary}
+                        "nll_last_mean": _mean(r["nll_last"] for r in sel)})
+    return {"rows": rows, "summary": summary, "protected": [p.record_id for p in protected],
+            "early_stop_loss": hp.v_early_stop_loss, "max_steps": max_steps}
 
 
 def plot_preservation_sweep(result: dict, spec: dict, path: Path) -> None:
@@ -446,8 +445,8 @@ def plot_preservation_sweep(result: dict, spec: dict, path: Path) -> None:
     axes[0].set(xscale="log", xlabel="beta (0 drawn at 1e-3)", ylabel="steps to converge (mean)",
                 title="Convergence vs preservation weight")
     axes[1].plot(x, [r["L_kp_mean"] for r in s], marker="o", label="L_kp at the end")
-    axes[1].plot(x, [r["cos_to_C_inv_k_mean"] for r in s], marker="s", label="|cos(u, C^-1 k*)|")
-    axes[1].set(xscale="log", xlabel="beta", title="Where the edit direction ends")
+    axes[1].plot(x, [r["nll_last_mean"] for r in s], marker="s", label="target NLL at the end")
+    axes[1].set(xscale="log", yscale="log", xlabel="beta", title="What the penalty costs")
     axes[1].legend()
     _save(fig, path)
 
@@ -563,15 +562,15 @@ def _save(fig, path: Path) -> None:
 
 KINDS.add("right_vector_norms", Kind(run_right_vector_norms, plot_right_vector_norms,
                                      frozenset({"editors", "clamp_norm_factors"}),
-                                     "norms of each editor's update vectors per record"))
-KINDS.add("norm_trajectory", Kind(run_norm_trajectory, plot_norm_trajectory, frozenset({"editors"}),
-                                  "weight drift and update norms over sequential edits"))
+                                     "||delta|| of single edits (the right vector) at each clamp factor"))
+KINDS.add("norm_trajectory", Kind(run_norm_trajectory, plot_norm_trajectory, frozenset({"editors", "clamp_norm_factors"}),
+                                  "||delta|| and weight drift over sequential edits, per clamp factor"))
 KINDS.add("sweep", Kind(run_sweep, plot_sweep, frozenset({"editors", "grid", "title"}),
                         "Edit Success and Locality over a grid of hyper-parameter values"))
 KINDS.add("nullspace_rank", Kind(run_nullspace_rank, plot_nullspace_rank, frozenset({"layers", "thresholds"}),
                                  "dimension of the covariance null space per layer and threshold"))
 KINDS.add("preservation_sweep", Kind(run_preservation_sweep, plot_preservation_sweep,
-                                     frozenset({"layer", "betas", "gamma", "lr", "max_steps", "tol"}),
+                                     frozenset({"layer", "betas", "max_steps", "protected"}),
                                      "steps to converge as the preservation weight grows"))
 KINDS.add("causal_trace", Kind(run_causal_trace, plot_causal_trace,
                                frozenset({"window", "samples", "noise_scale", "probe", "min_p_clean"}),
@@ -603,8 +602,9 @@ def run_diagnostic(name_or_path: str | Path, out_dir: Path, *, model_id: str, de
     records = load_records(data_dir, records_spec)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     model, tokenizer, info = model_bundle or load_model(model_id, device=device, cache_dir=cache_dir)
+    protected = load_records(data_dir, spec["protected"]) if spec.get("protected") else []
     ctx = Context(model, tokenizer, preset, records, cache_dir,
-                  dict(spec.get("hparams") or {}), int(spec.get("seed", 0)))
+                  dict(spec.get("hparams") or {}), int(spec.get("seed", 0)), protected)
     kind = KINDS.get(spec["diagnostic"])
     t0 = time.perf_counter()
     result = kind.run(ctx, spec)

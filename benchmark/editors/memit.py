@@ -151,7 +151,8 @@ class MEMITEditor(LocateEditEditor):
             skip_lower_layers=all(t.skipped_lower_layers for t in targets),
             right_vector_norm=per_layer[0]["z_error_norm"],              # ||z* - z|| per request before the edit
             residual_norm=(z_star - z_final).norm(dim=1).tolist(),       # ||z* - z|| per request after it
-            z_delta_norm=[t.delta_norm for t in targets], nll_first=[t.nll[0] for t in targets],
+            z_delta_norm=[t.delta_norm for t in targets], z_init_norm=[float(t.init.norm()) for t in targets],
+            nll_first=[t.nll[0] for t in targets],
             nll_last=[t.nll[-1] for t in targets], z_steps=[t.steps for t in targets], per_layer=per_layer,
             seconds={"templates": t_ctx - t_start, "covariance": t_cov - t_ctx, "z": t_z - t_cov,
                      "updates": time.perf_counter() - t_z})

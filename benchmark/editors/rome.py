@@ -271,16 +271,18 @@ class TargetVector:
     steps: int
     seconds: float
     skipped_lower_layers: bool
+    loss_last: float = float("nan")   # the total loss at the last step (early stop: below v_early_stop_loss)
 
 
 def optimise_target(model, tokenizer, request: EditRequest, templates: list[str], insert_at: torch.nn.Module,
-                    start_block: int, layout: Layout, hp) -> TargetVector:
+                    start_block: int, layout: Layout, hp, extra_loss=None) -> TargetVector:
     """``init + delta`` at ``insert_at``'s output (subject-last token of every row), ROME Eq. 4 / MEMIT Eq. 16.
 
     ``delta`` minimises the mean over prompts of the target NLL (per target token), plus
     ``kl_factor * KL(p_delta || p_0)`` of the next-token distribution after the subject in ``"{s} is a"``, plus
     ``v_weight_decay * ||delta|| / ||init||^2``; Adam with ``v_lr``; after each step ``delta`` is scaled back into
     the ball ``||delta|| <= clamp_norm_factor * ||init||``. ``insert_at`` sits in block ``start_block``.
+    ``extra_loss(delta, init)``, when given, is added to the loss (the preservation diagnostic's beta L_kp).
     """
     if hp.v_num_grad_steps < 1:
         raise ValueError(f"v_num_grad_steps must be at least 1, got {hp.v_num_grad_steps}")
@@ -307,7 +309,7 @@ def optimise_target(model, tokenizer, request: EditRequest, templates: list[str]
     skip = bool(hp.skip_lower_layers and layout.final_norm is not None)
     handle = insert_at.register_forward_hook(insert)
     nll_trace: list[float] = []
-    steps = 0
+    steps, loss_last = 0, float("nan")
     try:
         with frozen_parameters(model):
             upper = UpperLayers(model, layout, batch.ids, batch.mask, start_block) if skip else None
@@ -334,7 +336,10 @@ def optimise_target(model, tokenizer, request: EditRequest, templates: list[str]
                 kl = hp.kl_factor * F.kl_div(kl_init, kl_log_probs, log_target=True, reduction="batchmean")
                 decay = hp.v_weight_decay * (delta.norm() / v_init.norm() ** 2)
                 loss = nll + kl + decay
+                if extra_loss is not None:
+                    loss = loss + extra_loss(delta, v_init)
                 nll_trace.append(float(nll.detach()))
+                loss_last = float(loss.detach())
                 steps = it + 1
                 if float(loss.detach()) < hp.v_early_stop_loss or it == hp.v_num_grad_steps - 1:
                     break
@@ -349,13 +354,13 @@ def optimise_target(model, tokenizer, request: EditRequest, templates: list[str]
     v_init = init[0]
     delta = delta.detach()
     return TargetVector(v_init + delta, v_init, float(delta.norm()), nll_trace, steps,
-                        time.perf_counter() - t0, skip)
+                        time.perf_counter() - t0, skip, loss_last)
 
 
 def compute_v(model, tokenizer, request: EditRequest, site: EditSite, templates: list[str], layout: Layout,
-              hp) -> TargetVector:
+              hp, extra_loss=None) -> TargetVector:
     """ROME's value ``v*`` (Eq. 4): the optimised output of the edited matrix ``site`` at the subject token."""
-    return optimise_target(model, tokenizer, request, templates, site.module, site.layer, layout, hp)
+    return optimise_target(model, tokenizer, request, templates, site.module, site.layer, layout, hp, extra_loss)
 
 
 # --------------------------------------------------------------------------- the update
