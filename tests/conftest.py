@@ -68,6 +68,27 @@ def smollm2(smollm2_bundle):
 
 
 @pytest.fixture(scope="session")
+def tokenizer():
+    """SmolLM2's tokenizer (for the tiny random models of the editor tests)."""
+    from transformers import AutoTokenizer
+
+    from editprobe.models import smollm2_local_copy
+    from editprobe.paths import default_cache_dir
+
+    return AutoTokenizer.from_pretrained(smollm2_local_copy(default_cache_dir()))
+
+
+@pytest.fixture(scope="session")
+def zsre_requests(data_dir):
+    """Edit requests of the first 50 real ZsRE records."""
+    from editprobe.benchmark.editors import EditRequest
+    from editprobe.dataset_builder.sources import convert_file
+
+    records = convert_file(data_dir / "knowedit" / "zsre_test.json").records[:50]
+    return [EditRequest(r["id"], r["prompt"], r["subject"], r["alt"]) for r in records]
+
+
+@pytest.fixture(scope="session")
 def embedder():
     from editprobe.embeddings import Embedder
 

@@ -18,7 +18,7 @@ from editprobe.benchmark.editors.base import state_digest
 from editprobe.benchmark.editors.covariance import SecondMoment
 from editprobe.benchmark.editors.memit import MEMITEditor, MEMITHparams, least_squares_update
 from editprobe.benchmark.editors.rome import ROMEEditor, ROMEHparams, rank_one_update
-from tests.test_ls_editors import _fast, _tiny_llama, tokenizer, zsre_requests  # noqa: F401 (fixtures)
+from tests.benchmark_fixtures import fast_ls_hparams, tiny_llama_model
 
 
 class OneDevice(TorchFunctionMode):
@@ -76,13 +76,13 @@ class _ForeignDevice(torch.Tensor):
 @pytest.mark.parametrize("cls,hparams,layers", [(ROMEEditor, ROMEHparams, (1,)), (MEMITEditor, MEMITHparams, (0, 1)),
                                                 (AlphaEditEditor, AlphaEditHparams, (0, 1))])
 def test_a_whole_edit_never_mixes_devices_when_the_stats_live_elsewhere(
-        tokenizer, zsre_requests, tmp_path, monkeypatch, cls, hparams, layers):  # noqa: F811
+        tokenizer, zsre_requests, tmp_path, monkeypatch, cls, hparams, layers):
     """C comes back on a foreign device: every op of the edit must move it to the model's device first."""
-    model = _tiny_llama(tokenizer, seed=3)
+    model = tiny_llama_model(tokenizer, seed=3)
     real = SecondMoment.moment
     monkeypatch.setattr(SecondMoment, "moment", lambda self: _ForeignDevice(real(self)))
     extra = {"nullspace_threshold": 1.0} if cls is AlphaEditEditor else {}
-    editor = cls(hparams(layers=layers, **_fast(tmp_path, **extra)))
+    editor = cls(hparams(layers=layers, **fast_ls_hparams(tmp_path, **extra)))
     before = state_digest(model)
     with OneDevice():
         handle = editor.apply(model, tokenizer, zsre_requests[:1])
@@ -95,10 +95,10 @@ def test_a_whole_edit_never_mixes_devices_when_the_stats_live_elsewhere(
 @pytest.mark.parametrize("cls,hparams,layers", [(ROMEEditor, ROMEHparams, (1,)), (MEMITEditor, MEMITHparams, (0, 1)),
                                                 (AlphaEditEditor, AlphaEditHparams, (0, 1))])
 def test_half_precision_models_edit_and_restore(tokenizer, zsre_requests, tmp_path, dtype, cls, hparams,
-                                                layers):  # noqa: F811
-    model = _tiny_llama(tokenizer, seed=4).to(dtype)
+                                                layers):
+    model = tiny_llama_model(tokenizer, seed=4).to(dtype)
     extra = {"nullspace_threshold": 1.0} if cls is AlphaEditEditor else {}
-    editor = cls(hparams(layers=layers, **_fast(tmp_path, **extra)))
+    editor = cls(hparams(layers=layers, **fast_ls_hparams(tmp_path, **extra)))
     before = state_digest(model)
     handle = editor.apply(model, tokenizer, zsre_requests[:1])
     touched = dict(model.named_parameters())[handle.touched[0]]

@@ -29,7 +29,7 @@ from editprobe.leaderboard.submit import SubmissionError, submit
 from editprobe.leaderboard.validation import check_run, validate_folder, validate_runs
 
 from tests.leaderboard_fixtures import (build_fixture_site, FIXTURES, HOSTILE, TASKS, derive, file_run, load, ok_lines, ratio_of_means,
-                                        site_runs, write_run)
+                                        write_run)
 
 KNOWN = load_known_tasks(TASKS)
 MODEL_DIR = "smollm2-135m-instruct"

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import (AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM, GPTNeoXConfig,
+from transformers import (GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM, GPTNeoXConfig,
                           GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM)
 
 from editprobe.benchmark.editors import EditRequest, editor_class, preset_path, presets
@@ -18,6 +18,7 @@ from editprobe.benchmark.editors.covariance import second_moments, stats_path
 from editprobe.benchmark.editors.layers import edit_site, resolve_layout
 from editprobe.benchmark.editors.memit import MEMITEditor, MEMITHparams, least_squares_update
 from editprobe.benchmark.editors.rome import ROMEEditor, ROMEHparams, compute_v, rank_one_update
+from tests.benchmark_fixtures import fast_ls_hparams, tiny_llama_model
 
 rng = np.random.default_rng(0)
 
@@ -26,22 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from editprobe.models import smollm2_local_copy
-    from editprobe.paths import default_cache_dir
-
-    return AutoTokenizer.from_pretrained(smollm2_local_copy(default_cache_dir()))
-
-
-def _tiny_llama(tokenizer, seed=0, layers=3):
-    torch.manual_seed(seed)
-    config = LlamaConfig(attn_implementation="eager", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    return LlamaForCausalLM(config).eval()
-
 
 def _tiny_gpt2(tokenizer, seed=0):
     torch.manual_seed(seed)
@@ -52,21 +37,7 @@ def _tiny_gpt2(tokenizer, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny_llama(tokenizer):
-    return _tiny_llama(tokenizer)
-
-
-@pytest.fixture(scope="module")
-def zsre_requests(data_dir):
-    from editprobe.dataset_builder.sources import convert_file
-
-    records = convert_file(data_dir / "knowedit" / "zsre_test.json").records[:50]
-    return [EditRequest(r["id"], r["prompt"], r["subject"], r["alt"]) for r in records]
-
-
-def _fast(cache, **kw):
-    """Hyper-parameters small enough for a tiny model: the bare prompt only, 2 optimisation steps, 16 texts."""
-    return dict(v_num_grad_steps=2, context_template_length_params=(), mom2_n_samples=16, mom2_sample_tokens=16,
-                cache_dir=str(cache), **kw)
+    return tiny_llama_model(tokenizer)
 
 
 # --------------------------------------------------------------------------- closed forms (numpy derivations)
@@ -138,9 +109,9 @@ def test_alphaedit_update_lies_in_the_null_space_of_preserved_keys():
     (AlphaEditEditor, AlphaEditHparams, (0, 1)),
 ])
 def test_fifty_sequential_edits_restore_bit_exactly(tokenizer, zsre_requests, tmp_path, cls, hparams, layers):
-    model = _tiny_llama(tokenizer, seed=1)
+    model = tiny_llama_model(tokenizer, seed=1)
     extra = {"nullspace_threshold": 1.0} if cls is AlphaEditEditor else {}
-    editor = cls(hparams(layers=layers, **_fast(tmp_path, **extra)))
+    editor = cls(hparams(layers=layers, **fast_ls_hparams(tmp_path, **extra)))
     before = state_digest(model)
     handles = [editor.apply(model, tokenizer, [r]) for r in zsre_requests]
     assert len(handles) == 50 and state_digest(model) != before
@@ -156,22 +127,22 @@ def test_fifty_sequential_edits_restore_bit_exactly(tokenizer, zsre_requests, tm
 def test_a_failed_sequence_leaves_no_half_written_weights(tokenizer, tiny_llama, zsre_requests, tmp_path):
     before = state_digest(tiny_llama)
     bad = EditRequest("bad", "Who wrote Hamlet?", "Macbeth", "Marlowe")      # the subject is not in the prompt
-    editor = ROMEEditor(ROMEHparams(layers=(1,), mom2_adjustment=False, **_fast(tmp_path)))
+    editor = ROMEEditor(ROMEHparams(layers=(1,), mom2_adjustment=False, **fast_ls_hparams(tmp_path)))
     with pytest.raises(ValueError, match="subject 'Macbeth' does not occur in the edit prompt"):
         editor.apply(tiny_llama, tokenizer, [zsre_requests[0], bad])          # the first edit is written, then undone
     assert state_digest(tiny_llama) == before
 
 
 def test_alphaedit_remembers_edited_keys_per_instance(tokenizer, zsre_requests, tmp_path):
-    model = _tiny_llama(tokenizer, seed=2, layers=2)
-    first = AlphaEditEditor(AlphaEditHparams(layers=(1,), nullspace_threshold=1.0, **_fast(tmp_path)))
+    model = tiny_llama_model(tokenizer, seed=2, layers=2)
+    first = AlphaEditEditor(AlphaEditHparams(layers=(1,), nullspace_threshold=1.0, **fast_ls_hparams(tmp_path)))
     first.apply(model, tokenizer, zsre_requests[:2])
-    other = AlphaEditEditor(AlphaEditHparams(layers=(1,), nullspace_threshold=1.0, **_fast(tmp_path)))
+    other = AlphaEditEditor(AlphaEditHparams(layers=(1,), nullspace_threshold=1.0, **fast_ls_hparams(tmp_path)))
     (memory,) = first.edited_kkt.values()
     assert other.edited_kkt == {} and torch.linalg.matrix_rank(memory) == 2   # two keys written, nothing shared
 
 
-@pytest.mark.parametrize("build", [_tiny_llama, _tiny_gpt2])
+@pytest.mark.parametrize("build", [tiny_llama_model, _tiny_gpt2])
 def test_upper_layer_replay_gives_the_full_forward_value(tokenizer, zsre_requests, tmp_path, build):
     model = build(tokenizer)
     site = edit_site(model, 1)
@@ -255,7 +226,7 @@ def test_a_rome_layout_stats_file_is_reused_as_is(tokenizer, tiny_llama, zsre_re
                           stats_dir=tmp_path).values()
     assert not m.computed and m.count == count
     torch.testing.assert_close(m.moment(), torch.tensor(mom2_sum / count))
-    hp = {**_fast(tmp_path / "cache"), "mom2_n_samples": 100000}
+    hp = {**fast_ls_hparams(tmp_path / "cache"), "mom2_n_samples": 100000}
     editor = ROMEEditor(ROMEHparams(layers=(1,), mom2_dataset="wikipedia", stats_dir=str(tmp_path), **hp))
     handle = editor.apply(tiny_llama, tokenizer, zsre_requests[:1])
     assert handle.diagnostics["corpus"][site.name] == {"corpus": "wikipedia", "count": count, "path": str(path),
