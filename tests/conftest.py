@@ -39,6 +39,22 @@ def data_dir() -> Path:
     return path
 
 
+HOME_CACHES = [Path.home() / ".cache" / name for name in ("editprobe", "huggingface", "matplotlib")]
+
+
+def _listing(folders):
+    return {str(p) for folder in folders if folder.exists() for p in folder.rglob("*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def home_caches_untouched():
+    """The whole run writes nothing under the user's ~/.cache (everything goes to build/test-cache)."""
+    before = _listing(HOME_CACHES)
+    yield
+    written = sorted(_listing(HOME_CACHES) - before)
+    assert not written, f"the tests wrote into the user's cache: {written[:5]}"
+
+
 def pytest_collection_modifyitems(items):
     """Every test that runs the embedded model carries the ``model`` marker (``pytest -m "not model"``: the fast
     unit tests only)."""
