@@ -251,6 +251,38 @@ def test_self_corpus_stats_are_written_in_the_rome_layout(tokenizer, tiny_llama,
     assert not again.computed and torch.equal(again.mom2, m.mom2)
 
 
+def test_key_statistics_stop_the_forward_pass_at_the_deepest_site(tokenizer, tiny_llama):
+    """The sums equal k^T k of the site's inputs captured in full forward passes, and no layer above the deepest
+    site runs."""
+    from editprobe.benchmark.editors.covariance import accumulate_second_moments
+
+    sites = [edit_site(tiny_llama, 0), edit_site(tiny_llama, 1)]
+    texts = ["The cat sat on the mat.", "Paris is the capital of France, and it is large.", "Hello"]
+    captured = {s.name: [] for s in sites}
+    hooks = [s.module.register_forward_pre_hook(lambda m, a, name=s.name: captured[name].append(a[0].detach()))
+             for s in sites]
+    try:
+        with torch.no_grad():
+            for t in texts:      # one text at a time: no padding, every token counts
+                tiny_llama(input_ids=torch.tensor([tokenizer(t)["input_ids"][:16]]))
+    finally:
+        for h in hooks:
+            h.remove()
+    above = []
+    last = len(tiny_llama.model.layers) - 1
+    probe = tiny_llama.model.layers[last].register_forward_pre_hook(lambda m, a: above.append(1))
+    try:
+        acc = accumulate_second_moments(tiny_llama, tokenizer, sites, texts, 16, torch.float64, batch_size=2)
+    finally:
+        probe.remove()
+    assert last > 1 and not above
+    for s in sites:
+        K = torch.cat([k.reshape(-1, k.shape[-1]) for k in captured[s.name]]).double()
+        mom2, count = acc[s.name]
+        assert count == K.shape[0]
+        torch.testing.assert_close(mom2, K.T @ K, rtol=1e-5, atol=1e-6)
+
+
 def test_an_unreachable_hub_corpus_fails_with_one_clear_sentence(tokenizer, tiny_llama, tmp_path):
     with pytest.raises(RuntimeError, match="could not be loaded from the Hugging Face hub.*mom2_dataset: self"):
         second_moments(tiny_llama, tokenizer, [edit_site(tiny_llama, 0)], corpus="editprobe-no-such-corpus",

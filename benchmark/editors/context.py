@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from editprobe.benchmark.sampling import SeededNucleusSampler, pinned_config, seeded_generate
+from editprobe.benchmark.sampling import decode, pad_id, row_uniforms, stop_ids
 
 #: MEMIT's openers for context samples (memit_main.get_context_templates).
 OPENERS = ("The", "Therefore", "Because", "I", "You")
@@ -59,7 +59,7 @@ def sample_texts(model, tokenizer, openers: tuple[str, ...], per_opener: int, ne
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    config = pinned_config(model, tokenizer, new_tokens)
+    stop = stop_ids(model, tokenizer)
     texts: list[str] = []
     batches = [(o, start) for o in openers for start in range(0, per_opener, batch_size)]
     # disable=None: a bar on a terminal, silence in logs and tests
@@ -67,12 +67,10 @@ def sample_texts(model, tokenizer, openers: tuple[str, ...], per_opener: int, ne
     for opener, start in batches:
         prompt = tokenizer(opener, add_special_tokens=False)["input_ids"]           # [P]
         rows = range(start, min(per_opener, start + batch_size))
-        uniforms = torch.stack([torch.rand(new_tokens, dtype=torch.float64,
-                                           generator=torch.Generator().manual_seed(_row_seed(seed, opener, r)))
-                                for r in rows])                                 # [B, new_tokens]
-        ids = torch.tensor([prompt] * len(rows), device=device)                 # [B, P]
-        sampler = SeededNucleusSampler(uniforms, ids.shape[1], 1.0, top_p, top_k)
-        out = seeded_generate(model, ids, torch.ones_like(ids), sampler, config)  # [B, P + T]
+        uniforms = row_uniforms([_row_seed(seed, opener, r) for r in rows], new_tokens)  # [B, new_tokens]
+        ids = torch.tensor([prompt], device=device)                             # [1, P], shared by the B rows
+        out = decode(model, ids, torch.ones_like(ids), uniforms, repeats=len(rows), temperature=1.0, top_p=top_p,
+                     top_k=top_k, max_new_tokens=new_tokens, stop=stop, pad=pad_id(tokenizer, stop))  # [B, P + T]
         texts.extend(tokenizer.batch_decode(out, skip_special_tokens=True))
         bar.update(len(rows))
     bar.close()

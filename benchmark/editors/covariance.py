@@ -140,13 +140,21 @@ def corpus_texts(corpus: str, n_samples: int, model, tokenizer, stats_dir: Path,
     return texts
 
 
+class _SitesSeen(Exception):
+    """Raised by the last site's hook to end a forward pass whose remaining layers are not needed."""
+
+
 @torch.no_grad()
 def accumulate_second_moments(model, tokenizer, sites: list[EditSite], texts: list[str], max_tokens: int,
                               dtype: torch.dtype, batch_size: int = 8) -> dict[str, tuple[torch.Tensor, int]]:
-    """``(sum_t k_t k_t^T, count)`` of each site's input over every non-padding token of ``texts``."""
+    """``(sum_t k_t k_t^T, count)`` of each site's input over every non-padding token of ``texts``.
+
+    The forward pass stops once every site has seen its input (the layers above the deepest site cannot change it).
+    """
     sums = {s.name: torch.zeros(s.d_in, s.d_in, dtype=dtype, device=s.weight.device) for s in sites}
     counts = {s.name: 0 for s in sites}
     mask_now: list[torch.Tensor] = []
+    seen: set[str] = set()
 
     def hook_for(name):
         def hook(module, args):
@@ -155,6 +163,9 @@ def accumulate_second_moments(model, tokenizer, sites: list[EditSite], texts: li
             k = k[keep].to(dtype)                                          # [N, d_in]
             sums[name].addmm_(k.T, k)
             counts[name] += k.shape[0]
+            seen.add(name)
+            if len(seen) == len(sites):
+                raise _SitesSeen
         return hook
 
     handles = [s.module.register_forward_pre_hook(hook_for(s.name)) for s in sites]
@@ -171,7 +182,11 @@ def accumulate_second_moments(model, tokenizer, sites: list[EditSite], texts: li
             ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)        # [B, W]
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)  # [B, W]
             mask_now[:] = [mask]
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
+            seen.clear()
+            try:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except _SitesSeen:
+                pass
     finally:
         for h in handles:
             h.remove()
