@@ -153,11 +153,12 @@ def test_estimator_names_and_protocol():
     assert AleatoricUncertainty().name == "U_alea[euclidean]"
     assert EpistemicUncertainty("cosine").name == "U_epis[cosine]"
     assert TotalUncertainty().name == "U[euclidean]"
-    assert ESTIMATORS.names() == ["U_alea", "U_epis", "U"]
-    for _, cls in ESTIMATORS.items():
+    assert ESTIMATORS.names()[:3] == ["U_alea", "U_epis", "U"]
+    for symbol, cls in ESTIMATORS.items():
         est = cls()
         assert isinstance(est, Estimator)
-        assert est.needs == ("embeddings",)
+        if symbol in ("U_alea", "U_epis", "U"):
+            assert est.needs == ("embeddings",)
         assert build_estimator(est.name) == est
     with pytest.raises(dataclasses.FrozenInstanceError):
         TotalUncertainty().distance = "cosine"
