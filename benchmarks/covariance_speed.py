@@ -4,7 +4,8 @@ ROME's SmolLM2 preset estimates C = E[k kᵀ] at its edit layer from 300 texts o
 itself. This script computes it from scratch (no stats file is read or written) and prints the seconds spent sampling
 the corpus and accumulating the keys. With ``--reference`` it first does the same the way the project did before
 the decode engine (transformers' ``generate`` with the seeded sampler; a forward pass through every layer), in the
-same process, checks that both give the same texts and the same moment, and prints the ratio.
+same process, counts the texts that differ (float rounding in near-ties), compares the moments, and prints the
+ratio.
 
     .venv/bin/python benchmarks/covariance_speed.py [--reference] [--texts 300] [--threads 2]
 """
@@ -73,10 +74,14 @@ def main() -> None:
     for name, sample_s, keys_s in rows:
         print(f"{name:<28} sampling {sample_s:7.1f} s   keys {keys_s:6.1f} s   total {sample_s + keys_s:7.1f} s")
     if args.reference:
-        same_texts = ref == texts
+        differ = sum(a != b for a, b in zip(ref, texts))
         mom2, _ = acc[site.name]
-        diff = float((mom2 - full).abs().max() / full.abs().max())
-        print(f"same texts: {same_texts}; max relative moment difference {diff:.2e}")
+        same = _full_forward_moment(model, tokenizer, site, texts, args.tokens)
+        print(f"texts that differ: {differ} of {len(texts)} (a near-tie decided the other way by float rounding, "
+              "after which the text goes its own way)")
+        print(f"early-stopped keys vs a full forward on the same texts: max relative difference "
+              f"{float((mom2 - same).abs().max() / same.abs().max()):.1e}; moment vs the reference texts' "
+              f"{float((mom2 - full).abs().max() / full.abs().max()):.1e}")
         print(f"speedup={(rows[0][1] + rows[0][2]) / (rows[1][1] + rows[1][2]):.2f}")
 
 

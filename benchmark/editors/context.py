@@ -48,31 +48,50 @@ def _row_seed(seed: int, opener: str, row: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}|{opener}|{row}".encode()).digest()[:8], "big") >> 1
 
 
+#: Rows per decode call when sampling texts. Measured on the 2-core CPU with SmolLM2 (48 new tokens, one opener):
+#: 174 ms a row at 30 rows, 138 at 60, 124 at 120, so several openers share a call up to this many rows.
+TEXT_BATCH_ROWS = 120
+
+
 @torch.no_grad()
 def sample_texts(model, tokenizer, openers: tuple[str, ...], per_opener: int, new_tokens: int, seed: int,
-                 top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, desc: str = "sampling texts") -> list[str]:
+                 top_k: int = 0, top_p: float = 1.0, batch_rows: int = TEXT_BATCH_ROWS,
+                 desc: str = "sampling texts") -> list[str]:
     """``per_opener`` samples of up to ``new_tokens`` tokens after each opener, opener included, in a fixed order.
 
     Row ``i`` after opener ``o`` draws its uniforms from seed ``(seed, o, i)``; the token is picked by inverse CDF
-    over the top-k / nucleus of ``softmax(logits)``.
+    over the top-k / nucleus of ``softmax(logits)``. Each opener is prefilled once for its rows, and several
+    openers share a call (left-padded) up to ``batch_rows`` rows.
     """
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     stop = stop_ids(model, tokenizer)
+    pad = pad_id(tokenizer, stop)
+    chunk = max(1, min(per_opener, batch_rows))
+    # units of (opener, first row, rows): an opener's rows split into chunks, chunks of equal size grouped per call
+    units = [(o, start, min(chunk, per_opener - start)) for o in openers for start in range(0, per_opener, chunk)]
+    calls: list[list[tuple[str, int, int]]] = []
+    for unit in units:
+        if calls and calls[-1][0][2] == unit[2] and sum(u[2] for u in calls[-1]) + unit[2] <= batch_rows:
+            calls[-1].append(unit)
+        else:
+            calls.append([unit])
     texts: list[str] = []
-    batches = [(o, start) for o in openers for start in range(0, per_opener, batch_size)]
     # disable=None: a bar on a terminal, silence in logs and tests
     bar = tqdm(total=len(openers) * per_opener, desc=desc, unit="text", disable=None, leave=False)
-    for opener, start in batches:
-        prompt = tokenizer(opener, add_special_tokens=False)["input_ids"]           # [P]
-        rows = range(start, min(per_opener, start + batch_size))
-        uniforms = row_uniforms([_row_seed(seed, opener, r) for r in rows], new_tokens)  # [B, new_tokens]
-        ids = torch.tensor([prompt], device=device)                             # [1, P], shared by the B rows
-        out = decode(model, ids, torch.ones_like(ids), uniforms, repeats=len(rows), temperature=1.0, top_p=top_p,
-                     top_k=top_k, max_new_tokens=new_tokens, stop=stop, pad=pad_id(tokenizer, stop))  # [B, P + T]
+    for call in calls:
+        n = call[0][2]
+        prompts = [tokenizer(o, add_special_tokens=False)["input_ids"] for o, _, _ in call]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(q)) + q for q in prompts], device=device)           # [P, W]
+        mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in prompts], device=device)  # left padding
+        uniforms = row_uniforms([_row_seed(seed, o, r) for o, start, _ in call for r in range(start, start + n)],
+                                new_tokens)                                                           # [P * n, T]
+        out = decode(model, ids, mask, uniforms, repeats=n, temperature=1.0, top_p=top_p, top_k=top_k,
+                     max_new_tokens=new_tokens, stop=stop, pad=pad)                                    # [P * n, W + T]
         texts.extend(tokenizer.batch_decode(out, skip_special_tokens=True))
-        bar.update(len(rows))
+        bar.update(len(call) * n)
     bar.close()
     return texts
 
