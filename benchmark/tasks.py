@@ -34,6 +34,21 @@ class UncertaintySettings:
     bootstrap: int
 
 
+#: What a task scores when it lists no ``estimators``: Appendix C.1's trio, with the task's ``distance``.
+DEFAULT_ESTIMATORS = ("U", "U_alea", "U_epis")
+
+
+@dataclass(frozen=True)
+class SequentialSettings:
+    """``edit_mode: sequential``: edits applied one after another without restore. Every ``measure_every`` steps
+    (and after the last) the runner measures a fixed panel: the first ``panel_edited`` records edited (once they
+    are) and ``panel_untouched`` records that are never edited (taken after the edited ones)."""
+
+    measure_every: int
+    panel_edited: int
+    panel_untouched: int
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -49,6 +64,9 @@ class Task:
     seed: int
     spec: dict          # the resolved YAML content, verbatim
     source: str         # file it came from
+    estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
+    sequential: SequentialSettings | None = None
+    batch_size: int | None = None       # edit_mode batch: edits written at once
 
     @property
     def hash(self) -> str:
@@ -104,4 +122,7 @@ def task_from_spec(spec: dict, source: str) -> Task:
         dataset_split=spec["dataset"]["split"], dataset_revision=spec["dataset"].get("revision"),
         edit_mode=spec["edit_mode"], metrics=spec["metrics"],
         uncertainty=UncertaintySettings(**{**u, "levels": tuple(u["levels"])}),
-        seed=spec["seed"], spec=spec, source=source)
+        seed=spec["seed"], spec=spec, source=source,
+        estimators=tuple(spec.get("estimators") or DEFAULT_ESTIMATORS),
+        sequential=SequentialSettings(**spec["sequential"]) if spec.get("sequential") else None,
+        batch_size=spec["batch"]["size"] if spec.get("batch") else None)

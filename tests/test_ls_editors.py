@@ -1,6 +1,7 @@
 """ROME, MEMIT and AlphaEdit: closed forms against independent numpy derivations, bit-exact restore after many
 edits, module resolution, the ROME/EasyEdit stats layout, and deterministic context templates."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from transformers import (GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausal
 from editprobe.benchmark.editors import EditRequest, editor_class, preset_path, presets
 from editprobe.benchmark.editors import context as context_mod
 from editprobe.benchmark.editors.alphaedit import AlphaEditEditor, AlphaEditHparams, null_space_projector, null_space_update
-from editprobe.benchmark.editors.base import load_hparams, state_digest
+from editprobe.benchmark.editors.base import RestoreError, load_hparams, state_digest
 from editprobe.benchmark.editors.context import context_templates, model_cache_name
 from editprobe.benchmark.editors.covariance import second_moments, stats_path
 from editprobe.benchmark.editors.layers import edit_site, resolve_layout
@@ -122,6 +123,37 @@ def test_fifty_sequential_edits_restore_bit_exactly(tokenizer, zsre_requests, tm
     assert state_digest(model) == before
     if cls is AlphaEditEditor:
         assert editor.edited_kkt == {}                   # the memory of edited keys is rolled back with the weights
+
+
+def test_an_edit_chain_measures_the_change_since_the_start_and_restores_it(tokenizer, zsre_requests, tmp_path):
+    """The sequential runner's chain: ‖W_t − W_0‖ over the touched weights against a snapshot taken by hand, each
+    handle's digest against a recomputation, and a restore that catches a change no edit made."""
+    from editprobe.benchmark.editors.base import tensor_digest
+    from editprobe.benchmark.modes import EditChain
+
+    model = tiny_llama_model(tokenizer, seed=2)
+    name = "model.layers.1.mlp.down_proj.weight"
+    w0 = dict(model.named_parameters())[name].detach().clone()
+    editor = ROMEEditor(ROMEHparams(layers=(1,), mom2_adjustment=False, **fast_ls_hparams(tmp_path)))
+    chain = EditChain(model)
+    for request in zsre_requests[:3]:
+        handle = editor.apply(model, tokenizer, [request])
+        own = float((dict(model.named_parameters())[name].detach().double() - handle.original(name).double()).norm())
+        assert handle.drift() == pytest.approx(own, rel=1e-6)                # this edit's own size
+        chain.add(handle)
+        w = dict(model.named_parameters())[name].detach()
+        assert handle.touched == [name]
+        assert handle.digest() == hashlib.sha256(name.encode() + tensor_digest(w).encode()).hexdigest()
+        assert chain.weight_change() == pytest.approx(float((w.double() - w0.double()).norm()), rel=1e-6)
+    assert chain.weight_change() != pytest.approx(chain.handles[-1].drift(), rel=1e-3)  # more than the last edit
+    chain.restore()
+    assert torch.equal(dict(model.named_parameters())[name], w0) and chain.handles == []
+    chain = EditChain(model)
+    chain.add(editor.apply(model, tokenizer, [zsre_requests[0]]))
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] += 1.0         # a change outside the chain
+    with pytest.raises(RestoreError, match="differs from its state before the first edit"):
+        chain.restore()
 
 
 def test_a_failed_sequence_leaves_no_half_written_weights(tokenizer, tiny_llama, zsre_requests, tmp_path):

@@ -200,10 +200,25 @@ def test_bad_input_fails_before_data_or_model_load(task_file, cache_dir, tmp_pat
         run(RunConfig(task=str(task_file), editor="memit", output_dir=tmp_path / "o", hparams=bad), progress=False)
     with pytest.raises(ValueError, match="unknown editor 'romee'; known: noop, null"):
         run(RunConfig(task=str(task_file), editor="romee", output_dir=tmp_path / "o"), progress=False)
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(task_file.read_text().replace("edit_mode: single", "edit_mode: batch"))
+    with pytest.raises(ValueError, match=r"batch.yaml: field 'batch': edit_mode batch needs batch.size"):
+        run(RunConfig(task=str(batch), editor="memit", output_dir=tmp_path / "o"), progress=False)
+    with pytest.raises(ValueError, match=r"batch.yaml: field 'edit_mode': editor 'rome' does not support 'batch'"):
+        run(RunConfig(task=str(batch), editor="rome", output_dir=tmp_path / "o"), progress=False)
     sequential = tmp_path / "seq.yaml"
     sequential.write_text(task_file.read_text().replace("edit_mode: single", "edit_mode: sequential"))
-    with pytest.raises(ValueError, match=r"seq.yaml: field 'edit_mode': 'sequential' is not run by this version"):
+    with pytest.raises(ValueError, match=r"seq.yaml: field 'sequential': edit_mode sequential needs measure_every"):
         run(RunConfig(task=str(sequential), editor="rome", output_dir=tmp_path / "o"), progress=False)
+    with pytest.raises(ValueError, match=r"seq.yaml: field 'edit_mode': editor 'ike' does not support 'sequential'"):
+        run(RunConfig(task=str(sequential), editor="ike", output_dir=tmp_path / "o"), progress=False)
+    estimators = tmp_path / "est.yaml"
+    estimators.write_text(task_file.read_text() + "estimators: [U, U_alea, U_epis, 'EigV[cosine]']\n")
+    with pytest.raises(ValueError, match=r"est.yaml: field 'estimators': EigV takes no \[distance\]"):
+        run(RunConfig(task=str(estimators), editor="noop", output_dir=tmp_path / "o"), progress=False)
+    estimators.write_text(task_file.read_text() + "estimators: [U, LexSim]\n")
+    with pytest.raises(ValueError, match=r"est.yaml: field 'estimators': must include U, U_alea, U_epis"):
+        run(RunConfig(task=str(estimators), editor="noop", output_dir=tmp_path / "o"), progress=False)
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\n  version: [1\n")
     with pytest.raises(ValueError, match=r"broken.yaml: not valid YAML at line 2"):
@@ -252,3 +267,131 @@ def test_the_pre_edit_cache_key_names_everything_the_pass_depends_on(task_file, 
     assert key["task_hash"] == task.hash and key["dataset"] == "fp"
     other = pre_edit_key(task, "fp", ModelInfo("m", None, "float32", "cpu"), full)
     assert PreEditCache(tmp_path, key).dir != PreEditCache(tmp_path, other).dir  # a different pass, never reused
+
+
+# --------------------------------------------------------------------------- estimators, sequential mode, layout
+
+def _variant(task_file, tmp_path, name, **changes):
+    import yaml
+
+    spec = yaml.safe_load(task_file.read_text())
+    spec.update(name=name, **changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_the_runner_scores_what_the_task_lists(task_file, cache_dir, tmp_path):
+    """Each listed estimator is scored before and after the edit and aggregated under its own name; the values are
+    those the estimator gives on the statistics written to samples.jsonl (LexSim needs only the responses)."""
+    from editprobe.benchmark.uncertainty import lexical_similarity_uncertainty
+
+    listed = ["U", "U_alea", "U_epis", "U_epis[cosine]", "LexSim", "EigV", "SPUQ"]
+    task = _variant(task_file, tmp_path, "zsre_estimators", estimators=listed)
+    doc = run(_cfg(task, cache_dir, tmp_path / "est", editor="null", limit=2), progress=False)
+    assert list(doc["uncertainty"]) == listed
+    for line in _lines(tmp_path / "est"):
+        for state in ("pre", "post"):
+            assert line[state]["LexSim"] == pytest.approx(lexical_similarity_uncertainty(line[state]["responses"]))
+            assert 1.0 <= line[state]["EigV"] <= 2 * 6 and 0.0 <= line[state]["SPUQ"] <= 1.0
+            assert line[state]["U_epis[cosine]"] != line[state]["U_epis"]      # another distance, another number
+    lex = doc["uncertainty"]["LexSim"]
+    pre = [x["pre"]["LexSim"] for x in _lines(tmp_path / "est")]
+    assert lex["u_pre"]["value"] == pytest.approx(sum(pre) / 2) and lex["n"] == 2
+
+
+def _sequential_task(task_file, tmp_path):
+    return _variant(task_file, tmp_path, "zsre_sequential_light", edit_mode="sequential",
+                    sequential={"measure_every": 2, "panel_edited": 1, "panel_untouched": 1})
+
+
+def test_a_sequential_run_reports_its_trajectory(task_file, cache_dir, tmp_path):
+    """Three FT edits without restore: one line per edit, a panel after edits 2 and 3, the weight change growing
+    from the first edit's own size; the chain is restored bit-exactly at the end (else RestoreError)."""
+    task = _sequential_task(task_file, tmp_path)
+    doc = run(_cfg(task, cache_dir, tmp_path / "seq", editor="ft", limit=3), progress=False)
+    lines = _lines(tmp_path / "seq")
+    assert [(x.get("kind"), x["step"]) for x in lines] == [("edit", 1), ("edit", 2), ("panel", 2), ("edit", 3),
+                                                           ("panel", 3)]
+    edits = [x for x in lines if x["kind"] == "edit"]
+    assert [x["id"] for x in edits] == [f"knowedit_zsre-{i:05d}" for i in range(3)]
+    first = edits[0]["edit"]
+    assert first["weight_change"] == pytest.approx(first["edit_norm"]["delta_w"]) and first["weight_change"] > 0
+    panel = [x for x in lines if x["kind"] == "panel"]
+    assert [m["id"] for m in panel[0]["edited"]] == ["knowedit_zsre-00000"]
+    assert [m["id"] for m in panel[0]["untouched"]] == ["knowedit_zsre-00003"]   # the record after the chain
+    assert panel[0]["untouched"][0]["pre"]["U"] == panel[1]["untouched"][0]["pre"]["U"]
+    seq = doc["sequential"]
+    assert [s["step"] for s in seq["steps"]] == [1, 2, 3] and [p["step"] for p in seq["panels"]] == [2, 3]
+    assert seq["panels"][1]["weight_change"] == pytest.approx(edits[2]["edit"]["weight_change"])
+    assert seq["panels"][0]["edited"]["n"] == 1 and seq["panels"][0]["untouched"]["n"] == 1
+    assert doc["counts"] == {"records": 3, "ok": 3, "failed": 0}
+    assert schema_errors(doc, "results") == []
+
+
+def test_a_killed_sequential_run_resumes_by_replaying_its_edits(task_file, cache_dir, tmp_path):
+    """kill -9 after the first edit; the rerun replays it (weight digest checked) and ends with the lines and
+    numbers of an uninterrupted run."""
+    task = _sequential_task(task_file, tmp_path)
+    clean = run(_cfg(task, cache_dir, tmp_path / "clean", editor="ft", limit=3), progress=False)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "editprobe.cli", "run", "--task", str(task), "--editor", "ft", "--limit", "3",
+           "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        samples = out / "samples.jsonl"
+        if samples.exists() and samples.read_text().count("\n") >= 1:
+            break
+        assert proc.poll() is None, f"the run ended before the kill point: {proc.stderr.read()[-2000:]}"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = json.loads((out / "results.json").read_text())
+    strip = lambda lines: [{k: v for k, v in x.items() if k != "seconds"} for x in lines]  # noqa: E731
+    assert strip(_lines(out)) == strip(_lines(tmp_path / "clean"))
+    for key in ("metrics", "uncertainty", "sequential", "counts"):
+        assert resumed[key] == clean[key], key
+
+
+def test_a_tampered_chain_cannot_be_resumed(task_file, cache_dir, tmp_path):
+    task = _sequential_task(task_file, tmp_path)
+    out = tmp_path / "tampered"
+    run(_cfg(task, cache_dir, out, editor="ft", limit=2), progress=False)
+    lines = _lines(out)
+    lines[0]["edit"]["digest"] = "0" * 64
+    (out / "samples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines[:1]))
+    with pytest.raises(RuntimeError, match="replaying edit 1 .* gave other weights"):
+        run(_cfg(task, cache_dir, out, editor="ft", limit=2), progress=False)
+
+
+def test_merge_and_aggregation_need_no_torch(tmp_path):
+    """The storage and aggregation phases (used by merge and the leaderboard) import neither torch nor
+    transformers."""
+    code = ("import sys\n"
+            "import editprobe.benchmark.runner, editprobe.benchmark.aggregate, editprobe.benchmark.storage\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_batch_run_edits_whole_batches_and_shards_by_batch(task_file, cache_dir, tmp_path):
+    """Two FT batches of two edits; each record is measured with its whole batch written (so a record's post-edit
+    state differs from its single-edit one), and shards split whole batches."""
+    task = _variant(task_file, tmp_path, "zsre_batch_light", edit_mode="batch", batch={"size": 2})
+    doc = run(_cfg(task, cache_dir, tmp_path / "batch", editor="ft", limit=4), progress=False)
+    lines = _lines(tmp_path / "batch")
+    assert [(x["id"][-1], x["batch"], x["batch_size"]) for x in lines] == [("0", 0, 2), ("1", 0, 2), ("2", 1, 2),
+                                                                          ("3", 1, 2)]
+    assert doc["counts"] == {"records": 4, "ok": 4, "failed": 0} and schema_errors(doc, "results") == []
+    single = run(_cfg(task_file, cache_dir, tmp_path / "single", editor="ft", limit=1), progress=False)
+    assert single["counts"]["ok"] == 1
+    alone = _lines(tmp_path / "single")[0]["post"]
+    assert alone["locality"] != lines[0]["post"]["locality"] or alone["responses"] != lines[0]["post"]["responses"]
+    run(_cfg(task, cache_dir, tmp_path / "b1", editor="ft", limit=4, num_shards=2, shard_index=1), progress=False)
+    assert [x["id"][-1] for x in _lines(tmp_path / "b1")] == ["2", "3"]
+    strip = lambda x: {k: v for k, v in x.items() if k != "seconds"}  # noqa: E731
+    assert [strip(x) for x in _lines(tmp_path / "b1")] == [strip(x) for x in lines[2:]]

@@ -65,6 +65,19 @@ class EditHandle:
     def touched(self) -> list[str]:
         return list(self._params)
 
+    def original(self, name: str) -> torch.Tensor:
+        """The value parameter ``name`` had before this edit."""
+        return self._originals[name]
+
+    @torch.no_grad()
+    def digest(self) -> str:
+        """sha256 of the touched parameters' current values (a replayed edit must reproduce it bit for bit)."""
+        h = hashlib.sha256()
+        for name, p in sorted(self._params.items()):
+            h.update(name.encode())
+            h.update(tensor_digest(p).encode())
+        return h.hexdigest()
+
     @torch.no_grad()
     def drift(self) -> float:
         """Frobenius norm of (current - original) over the touched tensors: how far the weights are from before."""

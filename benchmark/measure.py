@@ -1,0 +1,102 @@
+"""Measuring one model state on one record: sampled responses, the statistics the task's estimators need, their
+scores, and the teacher-forced probes (Edit Success, portability, locality)."""
+
+from __future__ import annotations
+
+from editprobe.benchmark import metrics as M
+from editprobe.benchmark.sampling import SAMPLER_VERSION, sample_responses
+from editprobe.benchmark.tasks import Task
+from editprobe.benchmark.uncertainty import build_estimator, level_uncertainty
+
+#: Per-record statistics the runner can compute for an estimator (its ``needs``): the sampled responses ([M][K]
+#: strings), their embeddings ((M, K, d)), the embeddings of the M paraphrased questions ((M, d)).
+STATISTICS = ("responses", "embeddings", "question_embeddings")
+#: The estimators whose results every results file holds (the leaderboard's columns).
+REQUIRED_ESTIMATORS = ("U", "U_alea", "U_epis")
+
+
+def task_estimators(task: Task) -> dict:
+    """The task's estimators by result key, built and checked (names, brackets, needs) before any model loads.
+
+    A bare U / U_alea / U_epis uses the task's ``uncertainty.distance``; the key is the name as the task writes it.
+    """
+    out = {}
+    for key in task.estimators:
+        try:
+            est = build_estimator(key if "[" in key or key not in REQUIRED_ESTIMATORS
+                                  else f"{key}[{task.uncertainty.distance}]")
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{task.source}: field 'estimators': {exc}") from None
+        unknown = [n for n in est.needs if n not in STATISTICS]
+        if unknown:
+            raise ValueError(f"{task.source}: field 'estimators': {key} needs {', '.join(unknown)}, which this runner "
+                             f"does not compute (it computes: {', '.join(STATISTICS)})")
+        out[key] = est
+    missing = [k for k in REQUIRED_ESTIMATORS if k not in out]
+    if missing:
+        raise ValueError(f"{task.source}: field 'estimators': must include {', '.join(REQUIRED_ESTIMATORS)} "
+                         f"(every results file reports them); missing {', '.join(missing)}")
+    return out
+
+
+def paraphrases(record: dict, task: Task) -> tuple[list[str], list[int]]:
+    levels = list(task.uncertainty.levels)
+    by_level = {g["level"]: g["rephrase"] for g in record["generated_questions"]}
+    return [by_level[lvl] for lvl in levels], levels
+
+
+def statistics(responses: list[list[str]], questions: list[str], needs: set[str], embedder) -> dict:
+    """The union of what the estimators need, each computed once."""
+    stats: dict = {"responses": responses}
+    m, k = len(responses), len(responses[0])
+    if needs & {"embeddings"}:
+        stats["embeddings"] = embedder.encode([r for row in responses for r in row]).reshape(m, k, -1)
+    if "question_embeddings" in needs:
+        stats["question_embeddings"] = embedder.encode(questions)
+    return stats
+
+
+def measure(model, tokenizer, record: dict, task: Task, embedder, editor=None, request=None,
+            estimators: dict | None = None, engine: str = "decode") -> dict:
+    """Sampled responses, each estimator's score, and the teacher-forced probes in the model's current state.
+    With an editor (the post-edit pass) the prompts are the editor's and so is the sampling seed. ``engine``: the
+    sampling engine (``editprobe.benchmark.sampling.ENGINES``; both draw the same samples)."""
+    estimators = estimators or task_estimators(task)
+    wrap = (lambda p: editor.wrap_prompt(p, request)) if editor is not None else (lambda p: p)
+    seed = editor.sampling_seed(task.seed) if editor is not None else task.seed
+    questions, levels = paraphrases(record, task)
+    responses = sample_responses(model, tokenizer, [wrap(q) for q in questions], record["id"], levels,
+                                 task.uncertainty, seed, engine=engine)
+    needs = {"embeddings"} | {n for est in estimators.values() for n in est.needs}
+    stats = statistics(responses, questions, needs, embedder)
+    alt = record["alt"]
+    probes = {"reliability": [(record["prompt"], alt)]}
+    if "rephrase" in task.metrics["edit_success"] and record.get("rephrase"):
+        probes["generalization"] = [(record["rephrase"], alt)]
+    probes["portability"] = [(p["prompt"], p["answers"][0]) for p in record["portability"]
+                             if not task.metrics["portability"] or p["kind"] in task.metrics["portability"]]
+    locality = [(p["prompt"], p["answers"][0]) for p in record["locality"]
+                if not task.metrics["locality"] or p["kind"] in task.metrics["locality"]]
+    flat = [r for row in responses for r in row]
+    out = {"responses": responses,
+           **{key: est(stats) for key, est in estimators.items()},
+           "U_level": level_uncertainty(stats["embeddings"], task.uncertainty.distance).tolist(),
+           "adoption": M.adoption_rates(flat, [alt], record["answer_aliases"]),
+           "fluency": M.ngram_entropy(flat)}
+    for name, pairs in probes.items():
+        out[name] = (M.edit_accuracy(model, tokenizer, [wrap(p) for p, _ in pairs], [t for _, t in pairs])
+                     if pairs else [])
+    out["locality_argmax"] = (M.teacher_forced_argmax(model, tokenizer, [wrap(p) for p, _ in locality],
+                                                      [t for _, t in locality]) if locality else [])
+    return out
+
+
+def pre_edit_key(task: Task, fingerprint: str, info, model) -> dict:
+    """Everything the pre-edit pass depends on: reuse it only when each of these is the same."""
+    import torch
+    import transformers
+
+    return {"model": info.id, "revision": info.revision, "dtype": info.dtype,
+            "dtype_used": str(next(model.parameters()).dtype).removeprefix("torch."), "device": info.device,
+            "task_hash": task.hash, "dataset": fingerprint, "seed": task.seed, "sampler_version": SAMPLER_VERSION,
+            "torch": torch.__version__, "transformers": transformers.__version__}
