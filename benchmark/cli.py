@@ -47,11 +47,14 @@ def summary_table(rows: list[tuple[str, dict]]) -> str:
 @click.option("--num-shards", type=click.IntRange(min=1), default=None,
               help="Split the records into N shards (default: from torchrun WORLD_SIZE or a Slurm array, else 1).")
 @click.option("--shard-index", type=click.IntRange(min=0), default=None)
+@click.option("--edit-batch", type=click.IntRange(min=1), default=None,
+              help="Single mode: measure N records' edits in one batch (each row sees only its record's edit); "
+                   "default per device (cpu 1, cuda 16).")
 @cache_dir_option("model copy, pre-edit passes, editor statistics")
 @out_option(help="Run folder: results.json and samples.jsonl (a rerun resumes it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(task, editor, hparams, preset, model, dtype, device, limit, dataset_path, num_shards, shard_index, cache_dir,
-        out, quiet):
+def run(task, editor, hparams, preset, model, dtype, device, limit, dataset_path, num_shards, shard_index, edit_batch,
+        cache_dir, out, quiet):
     """Score an editor on a model against a task; writes results.json and samples.jsonl.
 
     Rerunning the same command after an interruption continues where it stopped. Bad input (task file, editor
@@ -73,7 +76,7 @@ def run(task, editor, hparams, preset, model, dtype, device, limit, dataset_path
         raise click.BadParameter(f"shard index {shard_index} is not below the shard count {num_shards}")
     cfg = RunConfig(task=task, editor=editor, output_dir=out, model=model, hparams=hparams, preset=preset, dtype=dtype,
                     device=device, limit=limit, num_shards=num_shards, shard_index=shard_index,
-                    dataset_path=dataset_path, cache_dir=cache_dir)
+                    dataset_path=dataset_path, cache_dir=cache_dir, edit_batch=edit_batch)
     try:
         doc = run_benchmark(cfg, progress=not quiet)
     except (ValueError, FileNotFoundError) as exc:
@@ -190,13 +193,17 @@ def markdown_table(rows: list[tuple[str, dict]]) -> str:
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--markdown", is_flag=True,
               help="A Markdown table with generalization, ΔU split by generative adoption and seconds per edit.")
-def compare(run_dirs, markdown):
+@click.option("--sequential", "sequential_plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Sequential runs: print each run's trajectory as a Markdown table and draw the ΔU curves to "
+                   "this SVG file.")
+def compare(run_dirs, markdown, sequential_plot):
     """Print Edit Succ., Locality, U_pre, U_post and ΔU (95% CI) of finished runs side by side.
 
     \b
     Example:
       editprobe compare runs/noop runs/ft
       editprobe compare --markdown runs/*
+      editprobe compare --sequential curves.svg runs/rome-seq runs/memit-seq
     """
     rows = []
     for d in run_dirs:
@@ -205,7 +212,32 @@ def compare(run_dirs, markdown):
             raise click.ClickException(f"{path}: no results file (has the run finished?)")
         doc = json.loads(path.read_text())
         rows.append((f"{doc['provenance']['editor']['name']} / {doc['provenance']['task']['name']}", doc))
-    click.echo(markdown_table(rows) if markdown else summary_table(rows))
+    if sequential_plot is None:
+        click.echo(markdown_table(rows) if markdown else summary_table(rows))
+        return
+    from editprobe.leaderboard.plots import sequential_curves
+
+    missing = [name for name, doc in rows if "sequential" not in doc]
+    if missing:
+        raise click.ClickException(f"not sequential runs: {', '.join(missing)}")
+    for name, doc in rows:
+        click.echo(f"{name}\n\n{trajectory_table(doc['sequential'])}\n")
+    model = rows[0][1]["provenance"]["model"]["id"]
+    sequential_curves([{"label": name.split(" / ")[0], "sequential": doc["sequential"]} for name, doc in rows],
+                      sequential_plot, f"Sequential edits on {model}")
+    click.echo(f"curves -> {sequential_plot}")
+
+
+def trajectory_table(seq: dict) -> str:
+    """A sequential run's panel steps as Markdown: edits applied, ‖W_t − W_0‖, ΔU of the earlier-edited panel
+    records (95% CI), their Edit Success now, ΔU and locality of the never-edited records."""
+    out = ["| edits | ‖W_t − W_0‖ | ΔU earlier edits (n) | Edit Succ. retained | ΔU never edited (n) | Locality |",
+           "|--:|--:|--:|--:|--:|--:|"]
+    for p in seq["panels"]:
+        e, u = p["edited"], p["untouched"]
+        out.append(f"| {p['step']} | {p['weight_change']:.3f} | {_fmt(e['delta_u'], pct=True)} ({e['n']}) | "
+                   f"{_fmt(e['reliability'])} | {_fmt(u['delta_u'], pct=True)} ({u['n']}) | {_fmt(u['locality'])} |")
+    return "\n".join(out)
 
 
 def _table(rows: list[dict]) -> str:

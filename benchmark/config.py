@@ -32,6 +32,17 @@ class RunConfig:
     shard_index: int = 0
     dataset_path: str | None = None
     cache_dir: Path | None = None
+    edit_batch: int | None = None      # records measured per batch in single mode; None: EDIT_BATCH[device type]
+
+
+#: Records whose single edits are measured in one batch, per device type. CPU: 1, measured on the 2-core box
+#: (one record's 30 rows take 13.3 s; 4 records in one call 12.1 s a record, 8 records 15.4 s: already
+#: compute-bound). CUDA: 16, the batch the issue's GPU target names; not yet measured on a lent GPU.
+EDIT_BATCH = {"cpu": 1, "cuda": 16}
+
+
+def edit_batch_for(cfg: RunConfig, device: str) -> int:
+    return cfg.edit_batch or EDIT_BATCH.get(device.split(":")[0], 1)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@ scores, and the teacher-forced probes (Edit Success, portability, locality)."""
 
 from __future__ import annotations
 
+import contextlib
+
 from editprobe.benchmark import metrics as M
-from editprobe.benchmark.sampling import SAMPLER_VERSION, sample_responses
+from editprobe.benchmark.sampling import SAMPLER_VERSION
 from editprobe.benchmark.tasks import Task
 from editprobe.benchmark.uncertainty import build_estimator, level_uncertainty
 
@@ -61,12 +63,36 @@ def measure(model, tokenizer, record: dict, task: Task, embedder, editor=None, r
     """Sampled responses, each estimator's score, and the teacher-forced probes in the model's current state.
     With an editor (the post-edit pass) the prompts are the editor's and so is the sampling seed. ``engine``: the
     sampling engine (``editprobe.benchmark.sampling.ENGINES``; both draw the same samples)."""
+    return measure_many(model, tokenizer, [record], task, embedder, editor, [request], estimators, engine=engine)[0]
+
+
+def measure_many(model, tokenizer, records: list[dict], task: Task, embedder, editor=None, requests=None,
+                 estimators: dict | None = None, deltas=None, engine: str = "decode") -> list[dict]:
+    """``measure`` for several records at once: their responses are sampled in one batch (each row with its own
+    seed), then each record's statistics and probes. ``deltas`` (a :class:`editprobe.benchmark.multiedit.RowDeltas`
+    over the same records, in order) gives each record's rows its own edit."""
+    from editprobe.benchmark.sampling import sample_many
+
     estimators = estimators or task_estimators(task)
-    wrap = (lambda p: editor.wrap_prompt(p, request)) if editor is not None else (lambda p: p)
+    requests = requests or [None] * len(records)
+    wraps = [(lambda p, r=r: editor.wrap_prompt(p, r)) if editor is not None else (lambda p: p) for r in requests]
     seed = editor.sampling_seed(task.seed) if editor is not None else task.seed
-    questions, levels = paraphrases(record, task)
-    responses = sample_responses(model, tokenizer, [wrap(q) for q in questions], record["id"], levels,
-                                 task.uncertainty, seed, engine=engine)
+    groups, questions = [], []
+    for record, wrap in zip(records, wraps):
+        qs, levels = paraphrases(record, task)
+        questions.append(qs)
+        groups.append(([wrap(q) for q in qs], record["id"], levels, seed))
+    sampled = sample_many(model, tokenizer, groups, task.uncertainty, engine=engine,
+                          active=deltas.active if deltas is not None else None)
+    out = []
+    for b, (record, wrap, qs, responses) in enumerate(zip(records, wraps, questions, sampled)):
+        with deltas.only(b) if deltas is not None else contextlib.nullcontext():
+            out.append(_finish(model, tokenizer, record, task, embedder, wrap, qs, responses, estimators))
+    return out
+
+
+def _finish(model, tokenizer, record, task, embedder, wrap, questions, responses, estimators) -> dict:
+    """Statistics, estimator scores and teacher-forced probes of one record's sampled responses."""
     needs = {"embeddings"} | {n for est in estimators.values() for n in est.needs}
     stats = statistics(responses, questions, needs, embedder)
     alt = record["alt"]

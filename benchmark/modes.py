@@ -241,3 +241,64 @@ def run_batches(model, tokenizer, batches: list[tuple[int, list[tuple[int, dict]
                                              "post": time.perf_counter() - s0}})
         finally:
             handle.restore()
+
+
+# --------------------------------------------------------------------------- single edits, many at a time
+
+def score_records(model, tokenizer, items: list[tuple[int, dict]], task, editor, embedder, pre_cache,
+                  estimators: dict) -> list[dict]:
+    """Single-edit semantics for several records at once (``editprobe.benchmark.multiedit``): the pre-edit passes
+    of the records not cached are sampled in one batch; each edit is applied, its weight change kept and the
+    weights restored; then every record's post-edit pass runs in one batch in which its rows see only its own edit.
+    Returns the same lines as :func:`score_record`, one per item."""
+    from editprobe.benchmark.measure import measure_many
+    from editprobe.benchmark.multiedit import RowDeltas, capture_delta
+    from editprobe.benchmark.sampling import ActiveRows
+
+    t0 = time.perf_counter()
+    pres = {r["id"]: pre_cache.get(r["id"]) for _, r in items}
+    missing = [r for _, r in items if pres[r["id"]] is None]
+    if missing:
+        for r, pre in zip(missing, measure_many(model, tokenizer, missing, task, embedder, estimators=estimators)):
+            pre_cache.put(r["id"], pre)
+            pres[r["id"]] = pre
+    pre_seconds = (time.perf_counter() - t0) / len(items)
+    lines: dict[str, dict] = {}
+    edited = []                       # (line, record, request, delta, diagnostics, touched, edit seconds)
+    for position, record in items:
+        line = {"id": record["id"], "position": position, "topic": record["topic"]}
+        request = request_for(record)
+        t1 = time.perf_counter()
+        handle = None
+        try:
+            handle = editor.apply(model, tokenizer, [request])
+            delta = capture_delta(model, handle)
+        except RestoreError:
+            raise
+        except Exception as exc:
+            if handle is not None:
+                handle.restore()
+            log.error("record %s: %s: %s", record["id"], type(exc).__name__, exc)
+            lines[record["id"]] = {**line, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        handle.restore()
+        edited.append((line, record, request, delta, jsonable(handle.diagnostics), handle.touched,
+                       time.perf_counter() - t1))
+    if edited:
+        t2 = time.perf_counter()
+        m, k = len(task.uncertainty.levels), task.uncertainty.samples_per_paraphrase
+        active = ActiveRows(0, next(model.parameters()).device)
+        deltas = RowDeltas(model, [e[3] for e in edited], m * k, active)
+        try:
+            posts = measure_many(model, tokenizer, [e[1] for e in edited], task, embedder, editor,
+                                 [e[2] for e in edited], estimators, deltas=deltas)
+        finally:
+            deltas.remove()
+        post_seconds = (time.perf_counter() - t2) / len(edited)
+        for (line, record, _, _, diagnostics, touched, edit_seconds), post in zip(edited, posts):
+            pre = pres[record["id"]]
+            post["locality"] = M.locality_agreement(pre["locality_argmax"], post.pop("locality_argmax"))
+            lines[record["id"]] = {**line, "status": "ok", "pre": pre, "post": post,
+                                   "edit": {"diagnostics": diagnostics, "touched": touched},
+                                   "seconds": {"pre": pre_seconds, "edit": edit_seconds, "post": post_seconds}}
+    return [lines[r["id"]] for _, r in items]

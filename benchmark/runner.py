@@ -24,8 +24,8 @@ import numpy as np
 
 from editprobe import __version__, git_hash
 from editprobe.benchmark.aggregate import BOOTSTRAP_SEED, results_document
-from editprobe.benchmark.config import (RUNNABLE_MODES, Prepared, RunConfig, load_records, prepare, select,  # noqa: F401
-                                        shard_from_environment)
+from editprobe.benchmark.config import (RUNNABLE_MODES, Prepared, RunConfig, edit_batch_for,  # noqa: F401
+                                        load_records, prepare, select, shard_from_environment)
 from editprobe.benchmark.storage import (PreEditCache, append_line, claim_output_dir, jsonable, read_samples,
                                          rewrite_clean, write_json)
 from editprobe.benchmark.tasks import load_task
@@ -47,7 +47,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from editprobe.benchmark.measure import pre_edit_key as key
-    from editprobe.benchmark.modes import batches_of, run_batches, run_sequential, score_record as score
+    from editprobe.benchmark.modes import (batches_of, run_batches, run_sequential, score_record as score,
+                                           score_records)
     from editprobe.benchmark.sampling import effective_settings, pinned_config
     from editprobe.embeddings import Embedder
     from editprobe.models import load_model
@@ -96,10 +97,20 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         else:
             done = {x["id"] for x in previous}
             todo = [(i, r) for i, r in chosen if r["id"] not in done]
-            bar = tqdm(todo, desc=f"{cfg.editor} on {task.name}", unit="record", disable=not progress)
-            for position, record in bar:
-                append_line(fh, score(model, tokenizer, record, position, task, editor, embedder, pre_cache,
-                                      prepared.estimators))
+            size = edit_batch_for(cfg, info.device) if editor.row_batchable else 1
+            bar = tqdm(total=len(todo), desc=f"{cfg.editor} on {task.name}", unit="record", disable=not progress)
+            for start in range(0, len(todo), size):
+                chunk = todo[start:start + size]
+                if size == 1:
+                    lines = [score(model, tokenizer, chunk[0][1], chunk[0][0], task, editor, embedder, pre_cache,
+                                   prepared.estimators)]
+                else:
+                    lines = score_records(model, tokenizer, chunk, task, editor, embedder, pre_cache,
+                                          prepared.estimators)
+                for line in lines:
+                    append_line(fh, line)
+                bar.update(len(chunk))
+            bar.close()
     wanted = {r["id"] for _, r in chosen}
     lines = [x for x in read_samples(samples_path) if x.get("kind") == "panel" or x["id"] in wanted]
     provenance = {
@@ -113,7 +124,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         "generation": effective_settings(pinned_config(model, tokenizer, task.uncertainty.max_new_tokens),
                                          task.uncertainty),
         "seeds": {"task_seed": task.seed, "bootstrap_seed": BOOTSTRAP_SEED}, "device": info.device,
-        "limit": cfg.limit,
+        "limit": cfg.limit, "edit_batch": edit_batch_for(cfg, info.device) if editor.row_batchable else 1,
         "shard": {"index": cfg.shard_index, "count": cfg.num_shards} if cfg.num_shards > 1 else None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -128,7 +139,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
 
 
 def _unit_key(line: dict) -> tuple:
-    """What one samples.jsonl line stands for (a later duplicate of a unit replaces nothing: the first is kept)."""
+    """What one samples.jsonl line stands for: a record, or a sequential run's edit step or panel."""
     kind = line.get("kind", "record")
     return (kind, line.get("step")) if kind in ("edit", "panel") else (kind, line["id"])
 
@@ -149,6 +160,8 @@ def merge(shard_dirs: list[Path], output_dir: Path, task_file: str | None = None
     by_id: dict[str, dict] = {}
     for d in shard_dirs:
         for x in read_samples(Path(d) / "samples.jsonl"):
+            if x.get("kind") in ("edit", "panel"):
+                raise ValueError(f"{d}/samples.jsonl: a sequential run is one chain, never sharded: nothing to merge")
             by_id.setdefault(x["id"], x)
     lines = sorted(by_id.values(), key=lambda x: x["position"])
     task = load_task(task_file or first["task"]["name"], {"path": first["dataset"]["path"]})

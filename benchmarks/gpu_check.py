@@ -11,7 +11,11 @@ For each of noop, ROME (with its covariance adjustment on), MEMIT and AlphaEdit 
 runner's own ``score_record`` (pre-edit pass, edit, post-edit pass, restore checked bit for bit) with the shipped
 ``llama2-7b`` presets, their covariance corpus replaced by the synthetic one. It prints failed records (must be
 0), seconds per edit, sampling tokens/s, peak GPU memory, and the decode step time against the weight-bandwidth
-floor (bytes of weights / HBM bandwidth). Exit status 1 when any record failed.
+floor (bytes of weights / HBM bandwidth). Then the multi-edit path: B records (16; 4 with --tiny) each with its own
+synthetic rank-one change of ROME's edited matrix, their post-edit measurement one at a time (weights changed,
+measured, restored) against all B in one batch with per-row deltas: edits/hour of each and whether both drew the
+same samples (the edit optimisation itself is left out: it is the same in both). Exit status 1 when any record
+failed.
 
     python benchmarks/gpu_check.py                 # on a GPU node, about 5 minutes
     python benchmarks/gpu_check.py --tiny          # 2-layer model on the CPU, under a minute (run by the tests)
@@ -173,6 +177,49 @@ def decode_step_seconds(model, tokenizer, rows: int, new_tokens: int, device: st
     return per_step, rows * steps / tn, steps
 
 
+def multi_edit(model, tokenizer, task, encoder, n: int, device: str) -> None:
+    """Post-edit measurement of n single edits: one at a time against one batch with per-row deltas."""
+    from editprobe.benchmark.editors.layers import edit_site
+    from editprobe.benchmark.measure import measure, measure_many, task_estimators
+    from editprobe.benchmark.multiedit import RowDeltas
+    from editprobe.benchmark.sampling import ActiveRows
+
+    base = toy_records()
+    records = [{**base[i % len(base)], "id": f"gpu-check-multi-{i}"} for i in range(n)]
+    site = edit_site(model, 1 if len(model.model.layers) < 8 else 5)
+    w = site.weight
+    gen = torch.Generator().manual_seed(0)
+    scale = float(w.detach().float().norm()) * 0.05
+    deltas = []
+    for _ in records:        # a rank-one change of realistic size: 5% of the matrix's norm
+        u, v = torch.randn(w.shape[0], 1, generator=gen), torch.randn(1, w.shape[1], generator=gen)
+        deltas.append({site.weight_name: (scale * (u @ v) / (u.norm() * v.norm())).to(w.device, w.dtype)})
+    estimators = task_estimators(task)
+    sync(device)
+    t0 = time.perf_counter()
+    one = []
+    for record, delta in zip(records, deltas):
+        original = w.detach().clone()
+        with torch.no_grad():
+            w.add_(delta[site.weight_name])
+        one.append(measure(model, tokenizer, record, task, encoder, estimators=estimators))
+        with torch.no_grad():
+            w.copy_(original)
+    sync(device)
+    t1 = time.perf_counter()
+    m, k = len(task.uncertainty.levels), task.uncertainty.samples_per_paraphrase
+    hooks = RowDeltas(model, deltas, m * k, ActiveRows(0, device))
+    try:
+        many = measure_many(model, tokenizer, records, task, encoder, estimators=estimators, deltas=hooks)
+    finally:
+        hooks.remove()
+    sync(device)
+    t2 = time.perf_counter()
+    same = sum(a["responses"] == b["responses"] for a, b in zip(one, many))
+    print(f"multi-edit: B={n}, post-edit measurement one at a time {n / (t1 - t0) * 3600:.0f} edits/h, batched "
+          f"{n / (t2 - t1) * 3600:.0f} edits/h: {(t1 - t0) / (t2 - t1):.2f}x; same samples for {same} of {n} records")
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -229,6 +276,8 @@ def main() -> int:
                   f"post pass {post:6.2f} s  ({time.perf_counter() - t_editor:.0f} s in all)")
             for x in bad:
                 print(f"  {x['id']}: {x['error']}")
+
+        multi_edit(model, tokenizer, task, encoder, 4 if args.tiny else 16, device)
 
     rows = len(task.uncertainty.levels) * task.uncertainty.samples_per_paraphrase
     step, tokens_per_s, steps = decode_step_seconds(model, tokenizer, rows, 8 if args.tiny else 32, device)

@@ -115,3 +115,34 @@ def level_curves(curves: list[dict], levels: list[int], path: Path, title: str) 
         else:
             ax.text(0.5, 0.5, "no run yet", ha="center", va="center", transform=ax.transAxes)
         _write(fig, path)
+
+
+def sequential_curves(runs: list[dict], path: Path, title: str) -> None:
+    """ΔU against the number of edits applied, one colour per run: the panel of earlier-edited records (solid,
+    with its CI band), the never-edited records (dashed), and each edit step's own record (dots).
+    ``runs``: {"label", "sequential"} with a results file's ``sequential`` section."""
+    with rc_context(RC):
+        fig = Figure(figsize=(6.4, 3.8))
+        ax = fig.add_subplot()
+        for i, run in enumerate(runs):
+            colour, seq = PALETTE[i % len(PALETTE)], run["sequential"]
+            steps = [s["step"] for s in seq["steps"]]
+            ax.plot(steps, [s["delta_u"] if _finite(s["delta_u"]) else np.nan for s in seq["steps"]], ls="none",
+                    marker=".", color=colour, alpha=0.45)
+            panels = seq["panels"]
+            xs = [p["step"] for p in panels]
+            for group, style in (("edited", "-"), ("untouched", "--")):
+                d = [p[group]["delta_u"] for p in panels]
+                ys = [v["value"] if _finite(v["value"]) else np.nan for v in d]
+                ax.plot(xs, ys, ls=style, marker="o", color=colour,
+                        label=f"{_short(run['label'])}: {'earlier edits' if group == 'edited' else 'never edited'}")
+                if group == "edited":
+                    ax.fill_between(xs, [v["ci_low"] for v in d], [v["ci_high"] for v in d], color=colour,
+                                    alpha=0.12, lw=0)
+        ax.axhline(0, color="#999999", lw=0.8, ls="--")
+        ax.set_xlabel("edits applied")
+        ax.set_ylabel("ΔU (mean U_post / mean U_pre − 1)")
+        ax.set_title(title)
+        if runs:
+            ax.legend(fontsize=7, frameon=False, loc="best")
+        _write(fig, path)

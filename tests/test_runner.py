@@ -327,6 +327,16 @@ def test_a_sequential_run_reports_its_trajectory(task_file, cache_dir, tmp_path)
     assert seq["panels"][0]["edited"]["n"] == 1 and seq["panels"][0]["untouched"]["n"] == 1
     assert doc["counts"] == {"records": 3, "ok": 3, "failed": 0}
     assert schema_errors(doc, "results") == []
+    from click.testing import CliRunner
+
+    from editprobe.cli import main
+
+    svg = tmp_path / "curves.svg"
+    result = CliRunner().invoke(main, ["compare", "--sequential", str(svg), str(tmp_path / "seq")])
+    assert result.exit_code == 0, result.output
+    rows = [x for x in result.output.splitlines() if x.startswith("| 2 ") or x.startswith("| 3 ")]
+    assert len(rows) == 2 and f"| {seq['panels'][0]['weight_change']:.3f} |" in rows[0]
+    assert svg.read_text().startswith("<?xml") and "edits applied" in svg.read_text()
 
 
 def test_a_killed_sequential_run_resumes_by_replaying_its_edits(task_file, cache_dir, tmp_path):

@@ -98,6 +98,10 @@ class Editor:
 
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]] = ("single",)
+    #: Whether single edits of several records can be measured in one batch (``editprobe.benchmark.multiedit``):
+    #: true when an edit is nothing but its change to weight matrices (restored in full by the handle) plus, at
+    #: most, the editor's own prompt wrapping, and one edit does not depend on another having been applied.
+    row_batchable: ClassVar[bool] = False
     Hparams: ClassVar[type]
     #: The run's cache root (set by ``build_editor``): where an editor that caches statistics keeps them unless
     #: its hyper-parameters name a folder. A location, not a hyper-parameter, so results never record it.

@@ -48,6 +48,7 @@ def _batch(tokenizer, requests: list[EditRequest], device) -> tuple[torch.Tensor
 
 
 class FTEditor(Editor):
+    row_batchable = True
     name = "ft"
     modes = ("single", "sequential", "batch")
     Hparams = FTHparams

@@ -144,6 +144,7 @@ def rank_demonstrations(query_vec: np.ndarray, demo_vecs: np.ndarray, k: int) ->
 
 
 class IKEEditor(Editor):
+    row_batchable = True
     name = "ike"
     modes = ("single",)
     Hparams = IKEHparams

@@ -205,6 +205,7 @@ def rewrite_value_vectors(weight: torch.Tensor, indices: list[int], signs: list[
 
 
 class KNEditor(Editor):
+    row_batchable = True
     name = "kn"
     modes = ("single", "sequential", "batch")
     Hparams = KNHparams

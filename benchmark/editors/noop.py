@@ -11,6 +11,7 @@ from editprobe.benchmark.editors.base import EditHandle, Editor, NoHparams
 
 class NoopEditor(Editor):
     """The pairing control: no edit, the same random numbers after it; ΔU must be exactly 0."""
+    row_batchable = True
 
     name = "noop"
     modes = ("single", "sequential", "batch")

@@ -394,6 +394,7 @@ class LocateEditEditor(Editor):
 
     Templates and second moments are cached on disk (per model) and, once read, on the instance.
     """
+    row_batchable = True
 
     def __init__(self, hparams=None, **overrides):
         super().__init__(hparams, **overrides)
