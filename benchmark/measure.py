@@ -51,7 +51,7 @@ def statistics(responses: list[list[str]], questions: list[str], needs: set[str]
     """The union of what the estimators need, each computed once."""
     stats: dict = {"responses": responses}
     m, k = len(responses), len(responses[0])
-    if needs & {"embeddings"}:
+    if "embeddings" in needs:
         stats["embeddings"] = embedder.encode([r for row in responses for r in row]).reshape(m, k, -1)
     if "question_embeddings" in needs:
         stats["question_embeddings"] = embedder.encode(questions)

@@ -89,10 +89,8 @@ def test_an_editor_failure_is_logged_and_the_run_goes_on(task_file, cache_dir, t
     assert first["status"] == "failed" and first["error"] == "RuntimeError: boom" and first["id"].endswith("00000")
 
 
-def test_resume_after_kill_loses_and_duplicates_nothing(task_file, cache_dir, tmp_path):
-    out = tmp_path / "resume"
-    cmd = [sys.executable, "-m", "editprobe.cli", "run", "--task", str(task_file), "--editor", "noop",
-           "--limit", "3", "--output-dir", str(out), "--cache-dir", str(cache_dir / "resume"), "--quiet"]
+def _kill_after_first_line(cmd, out):
+    """Start the CLI run ``cmd``, kill -9 it once its samples.jsonl holds a line; the environment to rerun it with."""
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -104,6 +102,14 @@ def test_resume_after_kill_loses_and_duplicates_nothing(task_file, cache_dir, tm
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return env
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(task_file, cache_dir, tmp_path):
+    out = tmp_path / "resume"
+    cmd = [sys.executable, "-m", "editprobe.cli", "run", "--task", str(task_file), "--editor", "noop",
+           "--limit", "3", "--output-dir", str(out), "--cache-dir", str(cache_dir / "resume"), "--quiet"]
+    env = _kill_after_first_line(cmd, out)
     done_before = [json.loads(x)["id"] for x in (out / "samples.jsonl").read_text().splitlines() if x.strip()]
     assert 1 <= len(done_before) < 3 and not (out / "results.json").exists()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -347,17 +353,7 @@ def test_a_killed_sequential_run_resumes_by_replaying_its_edits(task_file, cache
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "editprobe.cli", "run", "--task", str(task), "--editor", "ft", "--limit", "3",
            "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        samples = out / "samples.jsonl"
-        if samples.exists() and samples.read_text().count("\n") >= 1:
-            break
-        assert proc.poll() is None, f"the run ended before the kill point: {proc.stderr.read()[-2000:]}"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    env = _kill_after_first_line(cmd, out)
     assert not (out / "results.json").exists()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     resumed = json.loads((out / "results.json").read_text())
