@@ -279,7 +279,45 @@ def test_easyedit_refuses_an_edit_it_cannot_undo(fake_easyedit):
     with pytest.raises(ValueError, match="needs EasyEdit's hyper-parameter YAML"):
         _easyedit("PATCH", None).apply(model, None, [REQUEST])
     with pytest.raises(ValueError, match="not in EasyEdit's ALG_DICT"):
-        _easyedit("ROME", fake_easyedit("ROME")).apply(model, None, [REQUEST])
+        _easyedit("GRACE", fake_easyedit("GRACE")).apply(model, None, [REQUEST])
+
+
+def test_easyedit_sees_the_padding_side_its_own_editor_would_set(fake_easyedit):
+    """EasyEdit's BaseEditor pads on the right for ROME-family methods on LLaMA models (their subject and target
+    positions assume it) and leaves other methods alone; the adapter does the same for the call only."""
+    from transformers import AutoTokenizer
+
+    from editprobe.models import smollm2_local_copy
+    from editprobe.paths import default_cache_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_local_copy(default_cache_dir()))
+    tokenizer.padding_side = "left"  # as editprobe loads it
+    model = _tiny_llama()  # model_type "llama"
+    before = state_digest(model)
+    handle = _easyedit("ROME", fake_easyedit("ROME", model_name="HuggingFaceTB/SmolLM2-135M-Instruct")).apply(
+        model, tokenizer, [REQUEST])
+    from easyeditor import CALLS  # importable once the adapter has put the fake package on sys.path
+
+    assert CALLS[-1]["alg"] == "ADD-DELTA" and CALLS[-1]["padding_side"] == "right"
+    assert tokenizer.padding_side == "left"  # put back for editprobe's batched sampling
+    handle.restore()
+    _easyedit("ADD-DELTA", fake_easyedit("ADD-DELTA")).apply(model, tokenizer, [REQUEST]).restore()
+    assert CALLS[-1]["padding_side"] == "left"  # not a right-padding method: editprobe's padding stays
+    assert state_digest(model) == before
+
+
+@pytest.mark.parametrize("alg, name, model_type, side", [
+    ("ROME", "./hugging_cache/llama-2-7b", "llama", "right"),
+    ("MEMIT", "Qwen/Qwen2.5-7B-Instruct", "qwen2", "right"),
+    ("AlphaEdit", "/models/m", "mistral", "right"),   # a path that does not say the family: config.model_type does
+    ("ROME", "gpt2-xl", "gpt2", None),
+    ("MEND", "./hugging_cache/llama-2-7b", "llama", None),
+    ("FT", "Qwen/Qwen2.5-7B", "qwen2", None),
+])
+def test_easyedit_padding_rule(alg, name, model_type, side):
+    from editprobe.benchmark.editors.easyedit import easyedit_padding_side
+
+    assert easyedit_padding_side(alg, name, model_type) == side
 
 
 def test_registry_resolves_easyedit_names():

@@ -7,10 +7,14 @@ adapter
 1. builds the method's hyper-parameters with EasyEdit's own class, ``<ALG>HyperParams.from_hparams(hparams_file)``
    (found in the package namespace, ``-`` and case ignored; ``hparams_class`` names it when the name differs, e.g.
    ``SERACHparams``);
-2. calls ``ALG_DICT[ALG](model, tok, [request], hparams, copy=False, return_orig_weights=True,
+2. sets the tokenizer up the way EasyEdit's ``BaseEditor`` would for this method: ROME, MEMIT, EMMET, R-ROME
+   (and AlphaEdit) on LLaMA / Mistral / Qwen models get **right** padding, which their subject and target
+   positions assume (called with editprobe's left padding, EasyEdit's ROME on SmolLM2 does not converge);
+   the padding side is put back as soon as the call returns;
+3. calls ``ALG_DICT[ALG](model, tok, [request], hparams, copy=False, return_orig_weights=True,
    keep_original_weight=True)`` directly — not ``BaseEditor.edit``, which puts the old weights back before it
    returns. ``keep_original_weight=True`` is needed too: MEND's executor empties the weights copy without it;
-3. returns a handle that restores from what the method gave back: a ``(model, weights_copy)`` pair (ROME, MEMIT,
+4. returns a handle that restores from what the method gave back: a ``(model, weights_copy)`` pair (ROME, MEMIT,
    FT, MEND, ...: ``weights_copy`` maps parameter names to their pre-edit tensors) or a ``(model, unpatch)`` pair
    (KN returns a callable that writes the old values back).
 
@@ -57,6 +61,22 @@ import yaml
 from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest, RestoreError
 
 UNKNOWN_GROUND_TRUTH = "<|endoftext|>"   # what EasyEdit's BaseEditor puts where no ground truth is given
+
+#: Methods EasyEdit's BaseEditor runs with a right-padding tokenizer on LLaMA / Mistral / Qwen models (read in
+#: easyeditor/editors/editor.py at commit 055b6a0: ROME, MEMIT, EMMET, R-ROME); their subject and target
+#: positions are computed assuming it. AlphaEdit is added: its target optimisation is MEMIT's.
+RIGHT_PADDING_METHODS = frozenset({"ROME", "MEMIT", "EMMET", "R-ROME", "AlphaEdit"})
+RIGHT_PADDING_FAMILIES = ("llama", "mistral", "qwen")
+
+
+def easyedit_padding_side(alg: str, model_name: str, model_type: str) -> str | None:
+    """The padding side EasyEdit's own editor would give the tokenizer for ``alg``, or None where it keeps
+    editprobe's (left) padding. ``model_name`` is EasyEdit's ``hparams.model_name``, whose substring decides
+    there; the model's ``config.model_type`` is consulted too, since a local path may not name the family."""
+    family = f"{model_name} {model_type}".lower()
+    if alg in RIGHT_PADDING_METHODS and any(f in family for f in RIGHT_PADDING_FAMILIES):
+        return "right"
+    return None
 
 
 @dataclass(frozen=True)
@@ -190,8 +210,19 @@ class EasyEditEditor(Editor):
     def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
         apply_fn, ee_hparams = self._load()
         before = model_fingerprints(model)
-        result = apply_fn(model, tokenizer, [self.request_dict(r) for r in requests], ee_hparams, copy=False,
-                          return_orig_weights=True, keep_original_weight=True)
+        side = None
+        if tokenizer is not None:
+            side = easyedit_padding_side(self.hparams.alg, str(getattr(ee_hparams, "model_name", "") or ""),
+                                         str(getattr(getattr(model, "config", None), "model_type", "") or ""))
+        saved = tokenizer.padding_side if side is not None else None
+        try:
+            if side is not None:
+                tokenizer.padding_side = side  # as EasyEdit's BaseEditor sets it up for this method
+            result = apply_fn(model, tokenizer, [self.request_dict(r) for r in requests], ee_hparams, copy=False,
+                              return_orig_weights=True, keep_original_weight=True)
+        finally:
+            if side is not None:
+                tokenizer.padding_side = saved  # editprobe's sampling needs its left padding back
         if not (isinstance(result, tuple) and len(result) >= 2 and result[0] is model):
             self._refuse_if_changed(model, before)
             raise TypeError(f"easyedit:{self.hparams.alg} did not return (this model, weights copy | unpatch); "

@@ -11,6 +11,7 @@ class _FakeHyperParams:
     param_name: str
     delta: float = 1.0
     device: int = 0
+    model_name: str = ""
 
     expected_alg = ""
 
@@ -36,3 +37,8 @@ class PATCHHyperParams(_FakeHyperParams):
 @dataclass
 class LEAKYHyperParams(_FakeHyperParams):
     expected_alg = "LEAKY"
+
+
+@dataclass
+class ROMEHyperParams(_FakeHyperParams):
+    expected_alg = "ROME"

@@ -7,15 +7,16 @@ import torch
 CALLS: list[dict] = []
 
 
-def _record(name, requests, kwargs):
-    CALLS.append({"alg": name, "requests": deepcopy(requests), **kwargs})
+def _record(name, requests, kwargs, tok=None):
+    CALLS.append({"alg": name, "requests": deepcopy(requests), **kwargs,
+                  "padding_side": getattr(tok, "padding_side", None)})
 
 
 def apply_add_delta_to_model(model, tok, requests, hparams, copy=False, return_orig_weights=False,
                              keep_original_weight=False, **kwargs):
     """Adds hparams.delta to every entry of one parameter; returns (model, weights_copy) like ROME or MEND."""
     _record("ADD-DELTA", requests, dict(copy=copy, return_orig_weights=return_orig_weights,
-                                        keep_original_weight=keep_original_weight, **kwargs))
+                                        keep_original_weight=keep_original_weight, **kwargs), tok)
     if copy:
         model = deepcopy(model)
     weights_copy = {}
@@ -59,8 +60,14 @@ def apply_leaky_to_model(model, tok, requests, hparams, copy=False, return_orig_
     return model, weights_copy
 
 
+def apply_rome_to_model(model, tok, requests, hparams, **kwargs):
+    """Stands in for EasyEdit's ROME: the same contract as ADD-DELTA; the recorded padding side is what counts."""
+    return apply_add_delta_to_model(model, tok, requests, hparams, **kwargs)
+
+
 ALG_DICT = {
     "ADD-DELTA": apply_add_delta_to_model,
+    "ROME": apply_rome_to_model,
     "PATCH": apply_patch_to_model,
     "LEAKY": apply_leaky_to_model,
 }
