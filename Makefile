@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: install test demo clean
+.PHONY: install test demo clean release-card
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	EDITPROBE_DATA=$(DATA) bash scripts/demo.sh
+
+# the released set's card, figure and build report under docs/perturbation_set/ (offline, a few minutes)
+release-card: $(STAMP)
+	EDITPROBE_DATA=$(DATA) bash scripts/release_card.sh
 
 clean:
 	rm -rf build .pytest_cache

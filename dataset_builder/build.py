@@ -25,10 +25,11 @@ from typing import Any
 import yaml
 
 from editprobe.dataset_builder import BUILDER_VERSION
+from editprobe.dataset_builder.card import STATS_FIGURE, card_values, plot_paraphrase_stats
 from editprobe.dataset_builder.gates import GateReport, Scheme, load_scheme
 from editprobe.dataset_builder.generation import (generate_newquestions, generate_paraphrases, generate_subject_knowledge,
                                                   import_paraphrases, question_sha1)
-from editprobe.formats import CONFIGS, WIKI_CONFIGS
+from editprobe.formats import CONFIGS, WIKI_CONFIGS, base_config
 from editprobe.dataset_builder.hf_dataset import write_dataset
 from editprobe.dataset_builder.llm import BACKENDS, LLM, LLMConfigError, TransformersBackend
 from editprobe.dataset_builder.llm_cache import LLMCache
@@ -85,6 +86,11 @@ class ConfigPlan:
     paraphrases_by: str | None = None
     topics: str = "both"
     target_model: str | None = None  # wiki configs: None -> the bundled SmolLM2
+    #: the six-level scheme of this config; None: llama3 for ``*_llama3`` configs, else the build's scheme
+    scheme: str | None = None
+
+    def scheme_name(self, default: str) -> str:
+        return self.scheme or ("llama3" if self.config.endswith("_llama3") else default)
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,7 @@ def read_paraphrase_file(path: Path) -> dict[str, dict]:
 class ConfigResult:
     records: list[dict]
     report: dict
+    gates: GateReport | None = None
 
 
 def _stats_delta(llms: list[LLM], before: dict[int, dict]) -> dict:
@@ -221,13 +228,14 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
         raise BuildError(f"unknown config {plan.config!r}; choose one of {', '.join(CONFIGS)}")
     if plan.topics not in METHODS:
         raise BuildError(f"unknown topics method {plan.topics!r}; choose one of {', '.join(METHODS)}")
-    scheme = scheme or load_scheme(settings.scheme)
+    name = plan.scheme_name(settings.scheme)
+    scheme = scheme if scheme is not None and scheme.name == name else load_scheme(name)
     before = {id(llm): llm.stats.as_dict() for llm in generators.all()}
 
     if not Path(plan.source).is_file():
         raise BuildError(f"config {plan.config}: source file {plan.source} not found")
     conversion = convert_file(plan.source)
-    if FORMATS.get(conversion.format).config != plan.config:
+    if FORMATS.get(conversion.format).config != base_config(plan.config):
         raise BuildError(f"config {plan.config}: {plan.source} is {conversion.format} data, which feeds "
                          f"config {FORMATS.get(conversion.format).config}")
     records = conversion.records[: plan.limit] if plan.limit is not None else list(conversion.records)
@@ -324,6 +332,7 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
     if plan.topics == "both":
         topic_report["agreement"] = agreement(llm_topics, emb_topics)
     hand = overrides = fallbacks = 0
+    checked_vs_zero_shot = Counter()
     for r in kept:
         i = r["id"]
         line = (lines or {}).get(i) or {}
@@ -341,20 +350,27 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
                 continue
             hand += 1
             overrides += name != classified
-            classified, label = name, f"hand-checked: {imported_by}"
+            if i in emb_topics:
+                checked_vs_zero_shot["compared"] += 1
+                checked_vs_zero_shot["agree"] += name == emb_topics[i]
+            classified, label = name, f"assigned: {imported_by}"
         if classified is None:
             excluded[i] = ("no valid topic", f"no valid topic label after {settings.max_attempts} attempts")
             continue
         r["topic"] = classified
         generator[i]["topic"] = label
-    topic_report.update({"hand_checked": hand, "overrides": overrides, "llm_fallbacks_to_embedding": fallbacks})
+    topic_report.update({"hand_checked": hand, "overrides": overrides, "llm_fallbacks_to_embedding": fallbacks,
+                         "hand_checked_vs_zero_shot": {"agree": checked_vs_zero_shot["agree"],
+                                                       "compared": checked_vs_zero_shot["compared"]},
+                         "distribution": dict(Counter(r["topic"] for r in kept if r.get("topic")).most_common())})
 
     # assemble
     out = []
     for r in records:
         if r["id"] in excluded:
             continue
-        r["provenance"] = {**r["provenance"], "generator": generator[r["id"]], "scheme": scheme.name}
+        r["provenance"] = {**r["provenance"], "generator": generator[r["id"]], "scheme": scheme.name,
+                           "topic_zero_shot": emb_topics.get(r["id"])}
         out.append(r)
     reasons = Counter(kind for kind, _ in excluded.values())
     made_by = {f: dict(Counter(r["provenance"]["generator"][f] or "-" for r in out).most_common())
@@ -363,6 +379,7 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
         "source": Path(plan.source).name,
         "source_format": conversion.format,
         "source_rejected": len(conversion.errors),
+        "scheme": scheme.name,
         "limit": plan.limit,
         "paraphrases_from": plan.paraphrases_from.name if plan.paraphrases_from else None,
         "target_model": (generators.target(plan.target_model).label if plan.config in WIKI_CONFIGS else None),
@@ -378,7 +395,7 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
         "topics": topic_report,
         "llm": _stats_delta(generators.all(), before),
     }
-    return ConfigResult(out, report)
+    return ConfigResult(out, report, gates)
 
 
 # --------------------------------------------------------------------------- the whole build
@@ -388,15 +405,21 @@ def build(plans: list[ConfigPlan], settings: BuildSettings, out_dir: Path, *, ap
     """Build every config, write the dataset folder + card + ``build_report.json``; return the report."""
     from editprobe.embeddings import Embedder
 
-    scheme = load_scheme(settings.scheme)
+    schemes = {}
+    for plan in plans:
+        name = plan.scheme_name(settings.scheme)
+        schemes.setdefault(name, load_scheme(name))
     embedder = embedder or Embedder()
     generators = generators or Generators(settings, api_key)
     data: dict[str, dict[str, list[dict]]] = {}
     configs: dict[str, dict] = {}
+    gates: dict[str, GateReport] = {}
     try:
         for plan in plans:
-            result = build_config(plan, settings, generators, embedder, scheme)
+            result = build_config(plan, settings, generators, embedder,
+                                  schemes[plan.scheme_name(settings.scheme)])
             configs[plan.config] = result.report
+            gates[plan.config] = result.gates
             if result.records:
                 data[plan.config] = {SPLIT: result.records}
     except LLMConfigError as exc:
@@ -405,8 +428,9 @@ def build(plans: list[ConfigPlan], settings: BuildSettings, out_dir: Path, *, ap
     llm_totals = generators.by_role()
     report = {
         "builder_version": BUILDER_VERSION,
-        "scheme": scheme.name,
-        "gate_thresholds": scheme_thresholds(scheme),
+        "scheme": settings.scheme,  # the default; each config names its own
+        "schemes": {plan.config: plan.scheme_name(settings.scheme) for plan in plans},
+        "gate_thresholds": {name: scheme_thresholds(sch) for name, sch in schemes.items()},
         "settings": settings.public(),
         "totals": totals,
         "llm": llm_totals,
@@ -416,6 +440,7 @@ def build(plans: list[ConfigPlan], settings: BuildSettings, out_dir: Path, *, ap
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    report["figure"] = plot_paraphrase_stats(gates, out_dir / STATS_FIGURE)
     write_dataset(out_dir, data, render_card(report, plans))
     tmp = out_dir / (REPORT_FILE + ".tmp")
     tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -440,9 +465,10 @@ def scheme_thresholds(scheme: Scheme) -> dict[str, dict]:
 # --------------------------------------------------------------------------- report and card text
 
 def format_report(report: dict) -> str:
-    lines = [f"editprobe build (builder {report['builder_version']}, scheme {report['scheme']})"]
+    lines = [f"editprobe build (builder {report['builder_version']})"]
     for config, c in report["configs"].items():
-        lines.append(f"{config}: {c['records_in']} records in, {c['kept']} kept, {c['excluded']} excluded"
+        lines.append(f"{config} (scheme {c['scheme']}): {c['records_in']} records in, {c['kept']} kept, "
+                     f"{c['excluded']} excluded"
                      + (f"  [{c['source']}]" if c.get("source") else ""))
         for why, n in c["excluded_by_reason"].items():
             lines.append(f"  excluded x{n}: {why}")
@@ -465,27 +491,24 @@ def format_report(report: dict) -> str:
 
 def render_card(report: dict, plans: list[ConfigPlan]) -> str:
     """The card prose from dataset_builder/release/card.md (``$name`` placeholders)."""
-    rows = ["| level | name | gate |", "|---|---|---|"]
-    for level, t in report["gate_thresholds"].items():
-        rows.append(f"| {level} | {t['name']} | {', '.join(t['bounds']) or '-'} |")
-    cfg_rows = ["| config | source file | records read | kept | paraphrases | subject_knowledge | newquestion | topic |",
-                "|---|---|---|---|---|---|---|---|"]
+    cfg_rows = ["| config | scheme | source file | records read | kept | left out | paraphrases | subject_knowledge "
+                "| newquestion | topic |", "|---|---|---|---|---|---|---|---|---|---|"]
     for plan in plans:
         c = report["configs"].get(plan.config)
         if c is None:
             continue
         kinds = _generator_summary(c)
-        cfg_rows.append(f"| {plan.config} | {c['source']} | {c['records_in']} | {c['kept']} | {kinds['paraphrases']} | "
-                        f"{kinds['subject_knowledge']} | {kinds['newquestion']} | {kinds['topic']} |")
+        cfg_rows.append(f"| {plan.config} | {c['scheme']} | {c['source']} | {c['records_in']} | {c['kept']} | "
+                        f"{c['excluded']} | {kinds['paraphrases']} | {kinds['subject_knowledge']} | "
+                        f"{kinds['newquestion']} | {kinds['topic']} |")
     llm = report["settings"]["llm"]
     values = {
         "builder_version": report["builder_version"],
-        "scheme": report["scheme"],
-        "gate_table": "\n".join(rows),
         "config_table": "\n".join(cfg_rows),
         "max_attempts": report["settings"]["max_attempts"],
         "llm": f"{llm['backend']}:{llm['model']}",
         "report_file": REPORT_FILE,
+        **card_values(report),
     }
     template = release_dir().joinpath("card.md").read_text(encoding="utf-8")
     return string.Template(template).safe_substitute(values)
@@ -553,7 +576,7 @@ def load_recipe(path, data_dir: Path | str) -> Recipe:
         if para is not None and not para.is_file():
             raise BuildError(f"recipe {path}: config {config}: paraphrase file {para} not found")
         plans.append(ConfigPlan(config, source, c.get("limit"), para, c.get("paraphrases_by"),
-                                c.get("topics", "embedding"), c.get("target_model")))
+                                c.get("topics", "embedding"), c.get("target_model"), c.get("scheme")))
     if not plans:
         raise BuildError(f"recipe {path}: no configs")
     return Recipe(path, plans, settings)

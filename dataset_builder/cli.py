@@ -161,3 +161,67 @@ def build(recipe, source, config, out, data_dir, limit, seed, scheme, paraphrase
         from editprobe.dataset_builder.hf_dataset import push_to_hub
 
         click.echo(f"pushed: {push_to_hub(out, push_repo)}")
+
+
+@click.command("check-paraphrases")
+@click.argument("paraphrase_files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config", type=click.Choice(CONFIGS), default=None,
+              help="The config the files are for [default: from each file name, `<config>.*.jsonl`].")
+@click.option("--source", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The source file of their records [default: the released recipe's source of the config].")
+@data_dir_option()
+@click.option("--scheme", default=None, help="Six-level scheme to gate against [default: the config's, "
+                                             "llama3 for `*_llama3` configs, else llama2].")
+@click.option("--quiet", is_flag=True, help="Only the summary lines.")
+def check_paraphrases(paraphrase_files: tuple[Path, ...], config: str | None, source: Path | None, data_dir,
+                      scheme, quiet) -> None:
+    """Gate hand-written paraphrase files before a build: one line per failing paraphrase, with its metrics.
+
+    Runs the build's own gates (scheme thresholds, subject kept verbatim, levels distinct, the wiki
+    configs' newquestion rule and the question fingerprint); exits 1 when any line fails.
+
+    \b
+    Example:
+      editprobe check-paraphrases zsre.mine.jsonl zsre_llama3.mine.jsonl
+    """
+    from editprobe.dataset_builder.build import BuildError, load_recipe
+    from editprobe.dataset_builder.check import check_paraphrase_file
+    from editprobe.embeddings import Embedder
+    from editprobe.formats import CONFIG_SCHEMES, base_config
+    from editprobe.paths import default_data_dir
+
+    jobs = []
+    for path in paraphrase_files:  # everything is resolved before the embedder loads
+        cfg = config or path.name.split(".", 1)[0]
+        if cfg not in CONFIGS:
+            raise click.UsageError(f"{path}: cannot tell its config from the name; give --config "
+                                   f"({', '.join(CONFIGS)})")
+        src = source
+        if src is None:
+            try:
+                recipe = load_recipe("release", data_dir or default_data_dir())
+            except BuildError as exc:
+                raise click.ClickException(str(exc)) from None
+            src = next((p.source for p in recipe.plans if p.config == base_config(cfg)), None)
+            if src is None:
+                raise click.UsageError(f"the released recipe has no config {base_config(cfg)!r}: give --source")
+        jobs.append((path, cfg, src, scheme or CONFIG_SCHEMES[cfg]))
+    embedder = Embedder()
+    failed = False
+    for path, cfg, src, sch in jobs:
+        try:
+            result = check_paraphrase_file(path, cfg, src, scheme=sch, embedder=embedder)
+        except (BuildError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        if not quiet:
+            for problem in result.problems:
+                click.echo(problem.format())
+        if result.unknown_ids:
+            click.echo(f"{path}: {len(result.unknown_ids)} id(s) not in {src}: "
+                       + ", ".join(result.unknown_ids[:5]) + (" ..." if len(result.unknown_ids) > 5 else ""))
+        click.echo(f"{path}: {result.passed}/{result.checked} lines pass the {sch} gates "
+                   f"({len(result.problems)} problem(s))")
+        failed = failed or bool(result.problems or result.unknown_ids)
+    if failed:
+        sys.exit(1)

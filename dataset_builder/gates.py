@@ -156,11 +156,16 @@ class GateReport:
     passed: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)
     reasons: dict[int, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    #: level -> metric -> values of the paraphrases that passed (the card's distributions; "words": length)
+    values: dict[int, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
 
     def add(self, verdicts: list[Verdict]) -> None:
         for v in verdicts:
             if v.passed:
                 self.passed[v.level] += 1
+                for metric, value in v.metrics.items():
+                    self.values[v.level][metric].append(value)
+                self.values[v.level]["words"].append(float(len(v.rephrase.split())))
             else:
                 self.failed[v.level] += 1
                 for r in v.reasons:
@@ -169,7 +174,9 @@ class GateReport:
 
     def as_dict(self) -> dict:
         return {str(level): {"passed": self.passed[level], "failed": self.failed[level],
-                             "reasons": dict(self.reasons[level])} for level in range(1, 7)}
+                             "reasons": dict(self.reasons[level]),
+                             "passed_distribution": {m: summarise(v) for m, v in self.values[level].items()}}
+                for level in range(1, 7)}
 
     def format(self) -> str:
         lines = [f"gate report (scheme {self.scheme}):"]
@@ -178,3 +185,19 @@ class GateReport:
             why = "; ".join(f"{r} x{n}" for r, n in self.reasons[level].most_common())
             lines.append(f"  L{level}: {self.passed[level]}/{total} passed" + (f"  ({why})" if why else ""))
         return "\n".join(lines)
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    """Mean and the 10th / 50th / 90th percentiles (linear interpolation) of a list of values."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def quantile(q: float) -> float:
+        pos = q * (len(ordered) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(ordered) - 1)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+    return {"mean": round(sum(ordered) / len(ordered), 4), "p10": round(quantile(0.1), 4),
+            "p50": round(quantile(0.5), 4), "p90": round(quantile(0.9), 4)}

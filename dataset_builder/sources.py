@@ -305,6 +305,80 @@ def easyedit_counterfact(raw: dict, index: int, file: str) -> dict:
                    rephrase=_text(raw, "rephrase_prompt"), locality=locality, portability=[])
 
 
+def _mend_core(raw: dict) -> dict:
+    """The fields every MEND-layout ZsRE variant shares: question, answers, target, subject, rephrase."""
+    aliases = _answers(_get(raw, "answers"), "answers")
+    prompt = _text(raw, "src")
+    return dict(prompt=prompt, question=prompt, answer=aliases[0], aliases=aliases, alt=_text(raw, "alt"),
+                subject=_text(raw, "subject"), rephrase=_text(raw, "rephrase"))
+
+
+def zsre_subject_replace(raw: dict, index: int, file: str) -> dict:
+    """EasyEdit zsRE portability, subject replaced: MEND layout without `loc`, plus `alternative_subject` and
+    `alter_subject_question` (the edited question asked about another name of the subject; after the edit
+    its answer is the new target `alt`), read as one portability probe of kind `subject_replace`."""
+    core = _mend_core(raw)
+    _text(raw, "alternative_subject")
+    probe = {"prompt": _text(raw, "alter_subject_question"), "answers": [core["alt"]], "kind": "subject_replace"}
+    return _record("zsre_subject_replace", file, index, **core, locality=[], portability=[probe])
+
+
+def zsre_inverse_relation(raw: dict, index: int, file: str) -> dict:
+    """EasyEdit zsRE portability, inverse relation: MEND layout without `loc`, plus `inverse question` (the
+    relation asked from the new target's side; after the edit its answer is the subject), read as one
+    portability probe of kind `inverse_relation`."""
+    core = _mend_core(raw)
+    probe = {"prompt": _text(raw, "inverse question"), "answers": [core["subject"]], "kind": "inverse_relation"}
+    return _record("zsre_inverse_relation", file, index, **core, locality=[], portability=[probe])
+
+
+def rome_counterfact(raw: dict, index: int, file: str) -> dict:
+    """ROME's CounterFact layout: case_id, requested_rewrite{prompt with "{}", subject, target_new.str,
+    target_true.str}, paraphrase_prompts, neighborhood_prompts, attribute_prompts, generation_prompts, optional
+    portability{New Question, New Answer}. The prompt is the template filled with the subject; the first
+    paraphrase prompt is the rephrase; neighborhood prompts are locality probes answered by the true target,
+    attribute prompts (other subjects that already have the new target) locality probes answered by the new
+    target; generation prompts (free-text fluency prompts) are not carried."""
+    rewrite = _get(raw, "requested_rewrite")
+    if not isinstance(rewrite, dict):
+        raise RecordError("requested_rewrite", f"expected an object, got {type(rewrite).__name__}")
+    template = _text(rewrite, "prompt", "requested_rewrite.prompt")
+    if template.count("{}") != 1:
+        raise RecordError("requested_rewrite.prompt", "expected exactly one '{}' for the subject")
+    subject = _text(rewrite, "subject", "requested_rewrite.subject")
+    new = _get(rewrite, "target_new", "requested_rewrite.target_new")
+    true = _get(rewrite, "target_true", "requested_rewrite.target_true")
+    alt = _text(new, "str", "requested_rewrite.target_new.str")
+    truth = _text(true, "str", "requested_rewrite.target_true.str")
+    prompt = template.replace("{}", subject)
+
+    def prompts(key: str) -> list[str]:
+        items = _get(raw, key)
+        if not isinstance(items, list):
+            raise RecordError(key, f"expected a list, got {type(items).__name__}")
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not item.strip():
+                raise RecordError(f"{key}[{i}]", "expected a non-empty string")
+            out.append(item.strip())
+        return out
+
+    paraphrases = prompts("paraphrase_prompts")
+    prompts("generation_prompts")  # checked, not carried
+    locality = ([{"prompt": p, "answers": [truth], "kind": "neighborhood"} for p in prompts("neighborhood_prompts")]
+                + [{"prompt": p, "answers": [alt], "kind": "attribute"} for p in prompts("attribute_prompts")])
+    portability = []
+    port = raw.get("portability")
+    if port:
+        portability.append({"prompt": _text(port, "New Question", "portability.New Question"),
+                            "answers": _answers(_get(port, "New Answer", "portability.New Answer"),
+                                                "portability.New Answer"),
+                            "kind": "New_Question"})
+    return _record("rome_counterfact", file, index, prompt=prompt, question=cloze_to_question(prompt),
+                   answer=truth, aliases=[truth], alt=alt, subject=subject,
+                   rephrase=paraphrases[0] if paraphrases else None, locality=locality, portability=portability)
+
+
 @dataclass(frozen=True)
 class SourceFormat:
     name: str
@@ -337,6 +411,14 @@ def _ground_truth_shape(raw: dict) -> str:
 FORMATS: Registry[SourceFormat] = Registry("source format", "editprobe.formats", base=SourceFormat, instance=True,
                                            target_hint="package.module:FORMAT_OBJECT")
 for _fmt in [
+    SourceFormat("rome_counterfact", rome_counterfact, "wiki_counterfact",
+                 frozenset({"case_id", "requested_rewrite", "paraphrase_prompts", "neighborhood_prompts"}),
+                 frozenset({"none"})),
+    SourceFormat("zsre_subject_replace", zsre_subject_replace, "zsre",
+                 frozenset({"src", "alt", "answers", "alternative_subject", "alter_subject_question"}),
+                 frozenset({"none"})),
+    SourceFormat("zsre_inverse_relation", zsre_inverse_relation, "zsre",
+                 frozenset({"src", "alt", "answers", "inverse question"}), frozenset({"none"})),
     SourceFormat("mend_zsre", mend_zsre, "zsre", frozenset({"src", "alt", "answers", "loc", "loc_ans"}),
                  frozenset({"none"})),
     SourceFormat("easyedit_counterfact", easyedit_counterfact, "wiki_counterfact",

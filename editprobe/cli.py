@@ -93,10 +93,10 @@ def _plugin_group(kind: str, target: str, help_text: str) -> click.Group:
 
 def _register() -> None:
     from editprobe.benchmark.cli import compare, diagnose, merge, run, tasks
-    from editprobe.dataset_builder.cli import build, convert
+    from editprobe.dataset_builder.cli import build, check_paraphrases, convert
     from editprobe.leaderboard.cli import leaderboard, submit
 
-    for command in (convert, build, run, merge, compare, tasks, diagnose, submit, leaderboard):
+    for command in (convert, build, check_paraphrases, run, merge, compare, tasks, diagnose, submit, leaderboard):
         main.add_command(command)
     for kind, (target, help_text) in PLUGIN_KINDS.items():
         main.add_command(_plugin_group(kind, target, help_text))

@@ -14,10 +14,20 @@ from typing import Any, Iterable
 from editprobe.resources import files_with_suffix, read_yaml, schemas_dir, tasks_dir
 
 
-#: The configs of the perturbation set, in the order the card and the site list them.
-CONFIGS = ("zsre", "wiki_recent", "wiki_counterfact")
+#: The source configs of the perturbation set (one per source benchmark), in the order the card and the site
+#: list them; their paraphrases follow the LLaMA2 six-level scheme.
+BASE_CONFIGS = ("zsre", "wiki_recent", "wiki_counterfact")
+#: Every config: the base configs, then the same records paraphrased in the LLaMA3 scheme (``<base>_llama3``).
+CONFIGS = BASE_CONFIGS + tuple(f"{c}_llama3" for c in BASE_CONFIGS)
 #: The configs whose paraphrases are of ``newquestion`` (written from the target model's subject_knowledge).
-WIKI_CONFIGS = ("wiki_recent", "wiki_counterfact")
+WIKI_CONFIGS = ("wiki_recent", "wiki_counterfact", "wiki_recent_llama3", "wiki_counterfact_llama3")
+#: The paraphrase scheme (``tasks/schemes/<name>.yaml``) a config's name implies.
+CONFIG_SCHEMES = {c: ("llama3" if c.endswith("_llama3") else "llama2") for c in CONFIGS}
+
+
+def base_config(config: str) -> str:
+    """The source config a config draws its records from: ``zsre_llama3`` -> ``zsre``."""
+    return config.removesuffix("_llama3")
 
 
 #: Share of failed records above which a run is not ranked on the leaderboard and ``editprobe run`` exits non-zero.

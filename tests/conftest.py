@@ -28,6 +28,9 @@ SOURCE_FILES = {
     "knowedit/wiki_counterfact_train.json": ("knowedit_wiki_counterfact", 1200),
     "samples/zsre_mend_format.sample.json": ("mend_zsre", 20),
     "samples/counterfact_easyedit_flat.sample.json": ("easyedit_counterfact", 20),
+    "samples/counterfact_rome_layout.sample.json": ("rome_counterfact", 20),
+    "samples/zsre_subject_replace.sample.json": ("zsre_subject_replace", 20),
+    "samples/zsre_inverse_relation.sample.json": ("zsre_inverse_relation", 20),
 }
 
 

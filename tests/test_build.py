@@ -28,6 +28,7 @@ from editprobe.dataset_builder.hf_dataset import load_records
 from editprobe.dataset_builder.llm import ChatResult
 from editprobe.dataset_builder.llm_cache import LLMCache
 from editprobe.dataset_builder.sources import convert_file
+from editprobe.formats import CONFIG_SCHEMES, CONFIGS, base_config
 from tests.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,7 +134,10 @@ def test_build_survives_every_fault_and_the_rerun_is_all_cache(data_dir, tmp_pat
         assert (g["calls"], g["cache_hits"], g["failures"], g["retries"]) == (14, 0, 0, 4)
         assert srv.total_received == 18
         # the prose answer's six levels were each counted as failed candidates once, then passed
-        assert c["gates"]["1"] == {"passed": 6, "failed": 1, "reasons": {"missing from the answer": 1}}
+        level1 = {k: v for k, v in c["gates"]["1"].items() if k != "passed_distribution"}
+        assert level1 == {"passed": 6, "failed": 1, "reasons": {"missing from the answer": 1}}
+        # distributions cover the six that passed: the released lines' level 1 are near-copies
+        assert c["gates"]["1"]["passed_distribution"]["levenshtein"]["p90"] < 0.10
         assert c["paraphrase_attempts"] == {"1": 5, "2": 1}
         assert c["topics"]["llm_invalid"] == 0 and c["topics"]["agreement"]["compared"] == 6
         first = (tmp_path / "out" / "zsre" / "test.jsonl").read_bytes()
@@ -230,12 +234,13 @@ def test_import_matches_by_id_and_sha_and_counts_topic_overrides(data_dir, tmp_p
     # gated: records 0, 3, 4; record 4 fails level 1 (far from the original) and level 6 (same text as level 1)
     assert c["gates"]["1"]["passed"] == 2 and c["gates"]["1"]["failed"] == 1
     assert c["gates"]["6"]["passed"] == 2 and c["gates"]["6"]["failed"] == 1
-    assert c["gates"]["3"] == {"passed": 3, "failed": 0, "reasons": {}}
+    assert {k: v for k, v in c["gates"]["3"].items() if k != "passed_distribution"} == {
+        "passed": 3, "failed": 0, "reasons": {}}
     # a family question is no finance question: the hand-checked label overrides the classifier
     assert (c["topics"]["hand_checked"], c["topics"]["overrides"]) == (1, 1)
     records = {r["id"]: r for r in load_records(tmp_path / "out", "zsre", cache_dir=str(tmp_path / "hf"))}
     assert records[ids[3]]["topic"] == "Personal Finance"
-    assert records[ids[3]]["provenance"]["generator"]["topic"].startswith("hand-checked")
+    assert records[ids[3]]["provenance"]["generator"]["topic"].startswith("assigned: ")
     assert records[ids[0]]["generated_questions"] == zsre_lines[ids[0]]["paraphrases"]
     assert report["llm"] == {}  # nothing needed an LLM
 
@@ -301,33 +306,71 @@ def test_wiki_steps_subject_knowledge_newquestion_and_sha_check(data_dir, tmp_pa
     assert r0["topic"] == "Entertainment"
     assert r0["provenance"]["generator"] == {"paraphrases": "test maintainers", "newquestion": "test maintainers",
                                              "subject_knowledge": "stub:stub-target (greedy)",
-                                             "topic": "hand-checked: test maintainers"}
+                                             "topic": "assigned: test maintainers"}
     assert r1["provenance"]["generator"]["newquestion"] == "openai:fake-model"
 
 
-def test_release_recipe_names_three_paraphrase_files(data_dir):
+SOURCE_SIZES = {"zsre": 1000, "wiki_recent": 450, "wiki_counterfact": 1200}
+
+
+def test_release_recipe_covers_every_source_record_in_both_schemes(data_dir):
     import yaml
 
     spec = yaml.safe_load((RELEASE / "recipe.yaml").read_text())
     assert {c: v["paraphrases"] for c, v in spec["configs"].items()} == {
-        "zsre": "zsre.paraphrases.jsonl", "wiki_recent": "wiki_recent.paraphrases.jsonl",
-        "wiki_counterfact": "wiki_counterfact.paraphrases.jsonl"}
-    assert all(v["limit"] == 40 for v in spec["configs"].values())
+        c: f"{c}.paraphrases.jsonl" for c in CONFIGS}
+    assert all("limit" not in v for v in spec["configs"].values())  # every record of each source is read
+    assert {v["paraphrases_by"] for v in spec["configs"].values()} == {
+        "Claude (Anthropic), written directly as maintainer (no API)"}
+    plans = load_recipe(RELEASE / "recipe.yaml", data_dir).plans
+    assert {p.config: p.scheme_name("llama2") for p in plans} == {c: CONFIG_SCHEMES[c] for c in CONFIGS}
 
 
 def test_release_recipe_builds_offline_from_the_committed_cache(data_dir, tmp_path, embedder):
-    """The released set: every hand-written line matches its record and passes its gates, and the target
-    model's subject_knowledge for the 80 wiki records comes from the committed cache (no model call)."""
+    """The released set, all six configs: every source record read, every line of the six paraphrase files
+    matching its record and passing its gates (a record is left out only for want of a line),
+    subject_knowledge from the committed cache (no model call), the same newquestion and topic in both
+    schemes, and a card with its statistics; it loads with load_dataset, Features intact."""
+    from datasets import ClassLabel, load_dataset
+
     recipe = load_recipe(RELEASE / "recipe.yaml", data_dir)
     cache = tmp_path / "cache"
     shutil.copytree(RELEASE / "llm_cache", cache)  # a miss would be generated here, never into the repository
     settings = dataclasses.replace(recipe.settings, cache_dir=cache, show_progress=False)
+    started = time.time()
     report = build(recipe.plans, settings, tmp_path / "out", embedder=embedder)
+    seconds = time.time() - started
     for config, c in report["configs"].items():
-        assert (c["records_in"], c["kept"]) == (40, 40), c["excluded_records"][:3]
+        assert c["records_in"] == SOURCE_SIZES[base_config(config)]
+        lines = (RELEASE / f"{config}.paraphrases.jsonl").read_text(encoding="utf-8").splitlines()
+        assert c["kept"] == len(lines) >= 120, (config, c["excluded_by_reason"])
+        assert set(c["excluded_by_reason"]) <= {"no line in the paraphrase file"}, c["excluded_by_reason"]
+        assert c["scheme"] == CONFIG_SCHEMES[config]
+        assert len(c["excluded_records"]) == c["excluded"]
     target = report["llm"]["target smollm2-135m-instruct"]
-    assert (target["calls"], target["cache_hits"]) == (0, 80) and "generator" not in report["llm"]
+    assert target["calls"] == 0 and target["cache_hits"] > 0 and "generator" not in report["llm"]
     assert len(LLMCache(cache)) == len(LLMCache(RELEASE / "llm_cache"))
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "$" not in card.split("---", 2)[2].replace("$builder", "")  # every placeholder filled
+    assert (tmp_path / "out" / "paraphrase_stats.png").stat().st_size > 10_000
+    # the rendered card the README links is this build's (`make release-card` regenerates it)
+    assert card == (REPO / "docs" / "perturbation_set" / "README.md").read_text(encoding="utf-8")
+    for config in CONFIGS:
+        assert f'load_dataset("<this folder or repo>", "{config}", split="test")' in card
+        ds = load_dataset(str(tmp_path / "out"), config, split="test", cache_dir=str(tmp_path / "hf"))
+        assert len(ds) == report["configs"][config]["kept"]
+        assert isinstance(ds.features["topic"], ClassLabel)
+        assert [q["level"] for q in ds[0]["generated_questions"]] == [1, 2, 3, 4, 5, 6]
+        assert ds[0]["provenance"]["scheme"] == CONFIG_SCHEMES[config]
+    for base in ("wiki_recent", "wiki_counterfact"):
+        a = {r["id"]: r for r in load_records(tmp_path / "out", base, cache_dir=str(tmp_path / "hf"))}
+        b = {r["id"]: r for r in load_records(tmp_path / "out", f"{base}_llama3", cache_dir=str(tmp_path / "hf"))}
+        shared = set(a) & set(b)
+        assert len(shared) >= 40
+        assert all(a[i]["newquestion"] == b[i]["newquestion"] and a[i]["subject_knowledge"] ==
+                   b[i]["subject_knowledge"] and a[i]["topic"] == b[i]["topic"] for i in shared)
+    print(f"\n  release build: {report['totals']['kept']} records kept of {report['totals']['records_in']} "
+          f"in {seconds:.0f} s")
 
 
 def test_recipe_with_a_missing_paraphrase_file_fails_clearly(data_dir, tmp_path):
@@ -366,7 +409,7 @@ def test_offline_build_with_smollm2_reports_honestly(data_dir, tmp_path, embedde
         assert len(c["excluded_records"]) == c["excluded"]
         assert all(r["kind"] and r["reason"] for r in c["excluded_records"])
         assert sorted(c["gates"]) == ["1", "2", "3", "4", "5", "6"]
-        assert all(set(g) == {"passed", "failed", "reasons"} for g in c["gates"].values())
+        assert all(set(g) == {"passed", "failed", "reasons", "passed_distribution"} for g in c["gates"].values())
         if config != "zsre":
             assert "smollm2" in c["target_model"]
     assert report["totals"]["records_in"] == 6
@@ -381,3 +424,35 @@ def test_offline_build_with_smollm2_reports_honestly(data_dir, tmp_path, embedde
     again = build(plans, settings, tmp_path / "out2", embedder=embedder)
     assert again["llm"]["generator"]["calls"] == 0 and again["llm"]["target smollm2-135m-instruct"]["calls"] == 0
     assert again["totals"] == report["totals"]
+
+
+# --------------------------------------------------------------------------- checking a paraphrase file
+
+def test_check_paraphrases_names_each_failing_line_and_exits_1(data_dir, tmp_path):
+    from editprobe.cli import main
+
+    lines = [json.loads(x) for x in (RELEASE / "zsre.paraphrases.jsonl").read_text().splitlines()[:4]]
+    good = tmp_path / "zsre.good.jsonl"
+    good.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    res = CliRunner().invoke(main, ["check-paraphrases", str(good), "--data-dir", str(data_dir)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith("4/4 lines pass the llama2 gates (0 problem(s))")
+
+    bad = [dict(x) for x in lines]
+    bad[1] = {**bad[1], "question_sha1": "000000000000"}
+    bad[2] = {**bad[2], "paraphrases": [dict(p) for p in bad[2]["paraphrases"]], "topic": "Astrology"}
+    bad[2]["paraphrases"][1]["rephrase"] = bad[2]["paraphrases"][0]["rephrase"]  # L2 = L1
+    bad.append({**bad[0], "id": "knowedit_zsre-99999"})
+    path = tmp_path / "zsre_llama3.mine.jsonl"  # the name says: config zsre_llama3, scheme llama3
+    path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in bad), encoding="utf-8")
+    res = CliRunner().invoke(main, ["check-paraphrases", str(path), "--data-dir", str(data_dir)])
+    assert res.exit_code == 1
+    out = res.output
+    assert f"{lines[1]['id']} line: question_sha1 should be {question_sha1(convert_file(data_dir / ZSRE).records[1]['question'])}" in out
+    assert f"{lines[2]['id']} line: unknown topic 'Astrology'" in out
+    level2 = [x for x in out.splitlines() if x.startswith(f"{lines[2]['id']} L2: ")]
+    assert len(level2) == 1 and "same text as level 1" in level2[0]
+    assert "1 id(s) not in" in out and "knowedit_zsre-99999" in out
+    assert "lines pass the llama3 gates" in out
+    res = CliRunner().invoke(main, ["check-paraphrases", str(tmp_path / "zsre.good.jsonl"), "--config", "nope"])
+    assert res.exit_code == 2

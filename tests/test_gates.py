@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from editprobe.dataset_builder.gates import GateReport, gate_paraphrases, levenshtein_ratio, load_scheme, word_jaccard
+from editprobe.dataset_builder.gates import (GateReport, gate_paraphrases, levenshtein_ratio, load_scheme, summarise,
+                                             word_jaccard)
 
 Q = "Which family does Epaspidoceras belong to?"  # 42 characters, 6 distinct words
 assert len(Q) == 42
@@ -98,9 +99,19 @@ def test_report_counts_per_level():
     report.add(_verdicts([(1, "which family does Epaspidoceras belong to?"), (2, "Which family does it belong?")],
                          {"Which family does it belong?": 0.95}))
     d = report.as_dict()
-    assert d["1"] == {"passed": 1, "failed": 0, "reasons": {}}
+    assert {k: v for k, v in d["1"].items() if k != "passed_distribution"} == {"passed": 1, "failed": 0, "reasons": {}}
     assert d["2"]["failed"] == 1 and d["2"]["reasons"]["subject missing"] == 1
     assert "L2: 0/1 passed" in report.format()
+    # the passing L1 paraphrase: one capital changed in 42 characters, the same 6 words
+    dist = d["1"]["passed_distribution"]
+    assert dist["levenshtein"]["p50"] == pytest.approx(1 / 42, abs=1e-4) and dist["words"]["mean"] == 6
+    assert d["2"]["passed_distribution"] == {}  # only passing paraphrases are summarised
+
+
+def test_summarise_interpolates_percentiles_linearly():
+    # [1, 2, 3, 4]: position q*(n-1) -> p10 at 0.3 (1.3), p50 at 1.5 (2.5), p90 at 2.7 (3.7); mean 2.5
+    assert summarise([4.0, 1.0, 3.0, 2.0]) == {"mean": 2.5, "p10": 1.3, "p50": 2.5, "p90": 3.7}
+    assert summarise([]) == {}
 
 
 def test_real_minilm_is_case_insensitive(embedder):

@@ -6,7 +6,7 @@ import json
 import pytest
 from datasets import ClassLabel, List, load_dataset
 
-from editprobe.formats import CONFIGS
+from editprobe.formats import CONFIGS, base_config
 from editprobe.dataset_builder.hf_dataset import load_records, write_dataset
 from editprobe.dataset_builder.sources import convert_file
 from editprobe.formats import FormatError, load_topics
@@ -16,11 +16,12 @@ FILES = {"zsre": "knowedit/zsre_test.json", "wiki_recent": "knowedit/wiki_recent
 
 
 def _released(data_dir, config, n=4):
-    records = convert_file(data_dir / FILES[config]).records[:n]
+    records = convert_file(data_dir / FILES[base_config(config)]).records[:n]
     for i, r in enumerate(records):
         r["generated_questions"] = [{"level": lvl, "rephrase": f"{r['question']} (v{lvl})"} for lvl in range(1, 7)]
         r["topic"] = load_topics()[(i * 4) % 15]
-        if config != "zsre":
+        r["provenance"]["topic_zero_shot"] = load_topics()[i % 15] if i % 2 else None
+        if base_config(config) != "zsre":
             r["subject_knowledge"] = f"{r['subject']} is something."
             r["newquestion"] = f"What is {r['subject']}?"
     return records

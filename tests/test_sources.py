@@ -81,6 +81,50 @@ def test_easyedit_counterfact_fields(data_dir):
     assert r["rephrase"] == "Where Danielle Darrieux is from, people speak the language of"
 
 
+def test_rome_counterfact_layout_fields(data_dir):
+    # Record 0 of the sample, read by hand: requested_rewrite {"prompt": "{} originates from", "subject":
+    # "Spike Hughes", target_new "Philadelphia", target_true "London"}, 2 paraphrase, 10 neighborhood and
+    # 10 attribute prompts, a portability question whose answer is "Cheesesteaks".
+    r = convert_file(data_dir / "samples/counterfact_rome_layout.sample.json").records[0]
+    assert r["prompt"] == "Spike Hughes originates from"
+    assert r["question"] == "Spike Hughes originates from what?"
+    assert (r["answer"], r["alt"], r["subject"]) == ("London", "Philadelphia", "Spike Hughes")
+    assert r["rephrase"] == ("Incumbent Mayor Jim Suttle sought a second term in office. "
+                             "Spike Hughes is native to")
+    kinds = [p["kind"] for p in r["locality"]]
+    assert kinds == ["neighborhood"] * 10 + ["attribute"] * 10
+    assert r["locality"][0] == {"prompt": "Max Mosley originates from", "answers": ["London"], "kind": "neighborhood"}
+    assert r["locality"][10] == {"prompt": "Mike Dennis originates from", "answers": ["Philadelphia"],
+                                 "kind": "attribute"}
+    assert r["portability"] == [{"prompt": "What famous food is associated with the city where Spike Hughes "
+                                           "originates from?", "answers": ["Cheesesteaks"], "kind": "New_Question"}]
+
+
+def test_a_rome_template_without_its_placeholder_is_named(data_dir, tmp_path):
+    raw = json.loads((data_dir / "samples/counterfact_rome_layout.sample.json").read_text())
+    raw[1]["requested_rewrite"]["prompt"] = "Spike Hughes originates from"
+    path = tmp_path / "cf.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    result = convert_file(path)
+    assert len(result.records) == 19
+    assert [e.index for e in result.errors] == [1]
+    assert "field 'requested_rewrite.prompt': expected exactly one '{}'" in str(result.errors[0])
+
+
+def test_zsre_portability_variants(data_dir):
+    # Records 0 of the two EasyEdit samples, read by hand.
+    r = convert_file(data_dir / "samples/zsre_subject_replace.sample.json").records[0]
+    assert (r["question"], r["answer"], r["alt"]) == ("Which was the constellation for NGC 3953?", "Ursa Major",
+                                                      "Triangulum")
+    assert r["locality"] == []
+    assert r["portability"] == [{"prompt": "What is the constellation of UGC 6870?", "answers": ["Triangulum"],
+                                 "kind": "subject_replace"}]
+    r = convert_file(data_dir / "samples/zsre_inverse_relation.sample.json").records[0]
+    assert (r["subject"], r["answer"], r["alt"]) == ("Claire Clairmont", "Mary Shelley", "Marian Clairmont")
+    assert r["portability"] == [{"prompt": "Who is Marian Clairmont's sister?", "answers": ["Claire Clairmont"],
+                                 "kind": "inverse_relation"}]
+
+
 @pytest.mark.parametrize("cloze, question", [
     ("The gender of Igugu is", "What is the gender of Igugu?"),
     ("The names of the cast members of Rush Hour are", "What are the names of the cast members of Rush Hour?"),
@@ -96,15 +140,30 @@ def test_cloze_to_question(cloze, question):
 # --------------------------------------------------------------------------- corrupted copies
 
 def _missing_key(fmt: str) -> str:
-    return "alt" if fmt == "mend_zsre" else "target_new"
+    """The path of the edit target the corrupted copy deletes, as the error names it."""
+    if fmt == "rome_counterfact":
+        return "requested_rewrite.target_new"
+    return "alt" if fmt in ("mend_zsre", "zsre_subject_replace", "zsre_inverse_relation") else "target_new"
+
+
+def _subject_key(fmt: str) -> str:
+    return "requested_rewrite.subject" if fmt == "rome_counterfact" else "subject"
 
 
 def _corrupt_copy(data_dir, rel, tmp_path, jsonl=False):
     """A copy of a real file with record 2 missing its target, record 4's subject a number, record 6 not JSON."""
     fmt, _ = SOURCE_FILES[rel]
     raw = json.loads((data_dir / rel).read_text())
-    del raw[2][_missing_key(fmt)]
-    raw[4]["subject"] = 123
+    *parents, target = _missing_key(fmt).split(".")
+    holder = raw[2]
+    for key in parents:
+        holder = holder[key]
+    del holder[target]
+    *parents, subject = _subject_key(fmt).split(".")
+    holder = raw[4]
+    for key in parents:
+        holder = holder[key]
+    holder[subject] = 123
     if jsonl:
         lines = [json.dumps(x, ensure_ascii=False) for x in raw]
         lines[6] = lines[6][:-1]  # drop the closing brace
@@ -129,7 +188,7 @@ def test_corrupted_copy_reports_each_bad_record_and_keeps_the_rest(data_dir, tmp
     errors = {e.index: str(e) for e in result.errors}
     assert sorted(errors) == [2, 4, 6]
     assert f"field '{_missing_key(fmt)}': missing" in errors[2]
-    assert "field 'subject': expected a string, got int" in errors[4]
+    assert f"field '{_subject_key(fmt)}': expected a string, got int" in errors[4]
     assert "not valid JSON" in errors[6]
     assert all(e.startswith(f"{path}: record ") for e in errors.values())
     # The good records around the bad ones are intact and in order.
@@ -152,7 +211,7 @@ def test_cli_convert_explicit_format_and_unknown_format(data_dir, tmp_path):
     res = CliRunner().invoke(main, ["convert", str(src), "--out", str(out), "--format", "easyedit_counterfact"])
     assert res.exit_code == 0 and "20 converted" in res.stdout
     res = CliRunner().invoke(main, ["convert", str(src), "--out", str(out), "--format", "nope"])
-    assert res.exit_code != 0 and "unknown source format 'nope'; known: mend_zsre" in res.output
+    assert res.exit_code != 0 and "unknown source format 'nope'; known: rome_counterfact, zsre_subject_replace" in res.output
 
 
 def test_forced_wrong_format_rejects_with_field_names(data_dir):
