@@ -1,5 +1,6 @@
 """KN (knowledge neurons), IKE (in-context editing) and the EasyEdit adapter."""
 
+import importlib
 import json
 import math
 import sys
@@ -279,7 +280,7 @@ def test_easyedit_refuses_an_edit_it_cannot_undo(fake_easyedit):
     with pytest.raises(ValueError, match="needs EasyEdit's hyper-parameter YAML"):
         _easyedit("PATCH", None).apply(model, None, [REQUEST])
     with pytest.raises(ValueError, match="not in EasyEdit's ALG_DICT"):
-        _easyedit("GRACE", fake_easyedit("GRACE")).apply(model, None, [REQUEST])
+        _easyedit("PMET", fake_easyedit("PMET")).apply(model, None, [REQUEST])
 
 
 def test_easyedit_sees_the_padding_side_its_own_editor_would_set(fake_easyedit):
@@ -296,7 +297,7 @@ def test_easyedit_sees_the_padding_side_its_own_editor_would_set(fake_easyedit):
     before = state_digest(model)
     handle = _easyedit("ROME", fake_easyedit("ROME", model_name="HuggingFaceTB/SmolLM2-135M-Instruct")).apply(
         model, tokenizer, [REQUEST])
-    from easyeditor import CALLS  # importable once the adapter has put the fake package on sys.path
+    from easyeditor.util.alg_dict import CALLS  # importable once the adapter has put the fake on sys.path
 
     assert CALLS[-1]["alg"] == "ADD-DELTA" and CALLS[-1]["padding_side"] == "right"
     assert tokenizer.padding_side == "left"  # put back for editprobe's batched sampling
@@ -304,6 +305,48 @@ def test_easyedit_sees_the_padding_side_its_own_editor_would_set(fake_easyedit):
     _easyedit("ADD-DELTA", fake_easyedit("ADD-DELTA")).apply(model, tokenizer, [REQUEST]).restore()
     assert CALLS[-1]["padding_side"] == "left"  # not a right-padding method: editprobe's padding stays
     assert state_digest(model) == before
+
+
+def test_easyedit_imports_only_the_chosen_method(fake_easyedit):
+    """The fake's models/__init__ fails as EasyEdit's does on transformers 5 (it imports every method): the
+    adapter still loads ROME from models/rome, without running the parent packages' __init__."""
+    sys.path.insert(0, str(FAKE_EASYEDIT.resolve()))
+    with pytest.raises(ImportError, match="modeling_attn_mask_utils"):
+        importlib.import_module("easyeditor.models")  # what importing every method does
+    for name in [m for m in sys.modules if m == "easyeditor" or m.startswith("easyeditor.")]:
+        del sys.modules[name]
+    model = _tiny_llama()
+    before = state_digest(model)
+    handle = _easyedit("ROME", fake_easyedit("ROME")).apply(model, None, [REQUEST])
+    assert sys.modules["easyeditor.models.rome"].__name__ == "easyeditor.models.rome"
+    assert not hasattr(sys.modules["easyeditor"], "ALG_DICT")  # the package __init__ never ran
+    handle.restore()
+    assert state_digest(model) == before
+
+
+def test_easyedit_state_is_reset_so_single_edits_stay_independent(fake_easyedit):
+    """AlphaEdit's module-level key cache and MEND's shared executor would make an edit depend on the ones
+    before it; the adapter resets the cache and builds a fresh executor per edit: two applications of the same
+    edit write the same change."""
+    name = "model.layers.1.mlp.down_proj.weight"
+    for alg in ("AlphaEdit", "MEND"):
+        model = _tiny_llama()
+        w0 = model.get_parameter(name).detach().clone()
+        editor = _easyedit(alg, fake_easyedit(alg))
+        changes = []
+        for _ in range(2):
+            handle = editor.apply(model, None, [REQUEST])
+            changes.append(model.get_parameter(name).detach() - w0)
+            handle.restore()
+        assert torch.equal(changes[0], changes[1]) and float(changes[0].abs().max()) == pytest.approx(0.5), alg
+    assert len(sys.modules["easyeditor.models.mend"].INSTANCES) == 2
+
+
+def test_easyedit_refuses_methods_that_cannot_edit_independently(fake_easyedit):
+    with pytest.raises(ValueError, match="easyedit:IKE cannot be scored here: it edits the prompt"):
+        _easyedit("IKE", fake_easyedit("IKE")).apply(_tiny_llama(), None, [REQUEST])
+    with pytest.raises(ValueError, match="easyedit:GRACE cannot be scored here"):
+        _easyedit("GRACE", fake_easyedit("GRACE")).apply(_tiny_llama(), None, [REQUEST])
 
 
 @pytest.mark.parametrize("alg, name, model_type, side", [

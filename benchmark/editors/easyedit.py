@@ -7,16 +7,29 @@ adapter
 1. builds the method's hyper-parameters with EasyEdit's own class, ``<ALG>HyperParams.from_hparams(hparams_file)``
    (found in the package namespace, ``-`` and case ignored; ``hparams_class`` names it when the name differs, e.g.
    ``SERACHparams``);
-2. sets the tokenizer up the way EasyEdit's ``BaseEditor`` would for this method: ROME, MEMIT, EMMET, R-ROME
-   (and AlphaEdit) on LLaMA / Mistral / Qwen models get **right** padding, which their subject and target
-   positions assume (called with editprobe's left padding, EasyEdit's ROME on SmolLM2 does not converge);
-   the padding side is put back as soon as the call returns;
+2. sets the tokenizer up the way EasyEdit's ``BaseEditor`` would for this method: ROME, MEMIT, EMMET, EAMET,
+   R-ROME, AlphaEdit, CORE and SPHERE on LLaMA / Mistral / Qwen models get **right** padding, which their
+   subject and target positions assume; the padding side is put back as soon as the call returns.
+   Measured with ``benchmarks/easyedit_check.py`` (EasyEdit 14cea82, SmolLM2, first ZsRE record, CPU):
+   right padding, target NLL 0.10 after 25 steps and log p(target) -17.66 -> -2.04 (-1.13 in a second run:
+   EasyEdit samples its context templates unseeded); editprobe's left padding, NLL 13.0 -> 10.6 and
+   log p(target) -17.66 -> -23.78 (the edit does not take);
 3. calls ``ALG_DICT[ALG](model, tok, [request], hparams, copy=False, return_orig_weights=True,
    keep_original_weight=True)`` directly — not ``BaseEditor.edit``, which puts the old weights back before it
    returns. ``keep_original_weight=True`` is needed too: MEND's executor empties the weights copy without it;
 4. returns a handle that restores from what the method gave back: a ``(model, weights_copy)`` pair (ROME, MEMIT,
    FT, MEND, ...: ``weights_copy`` maps parameter names to their pre-edit tensors) or a ``(model, unpatch)`` pair
    (KN returns a callable that writes the old values back).
+
+**Importing one method.** EasyEdit's package ``__init__`` imports every method, and on transformers 5 one of
+them fails (``transformers.modeling_attn_mask_utils``). Where the checkout has ``<package>/models/<alg>/``, the
+adapter registers the two parent packages as bare namespaces and imports only that folder (and the ``util``
+modules it uses); the method's ``apply_<alg>_to_model`` or, for executors (MEND), a fresh
+``<Alg>RewriteExecutor`` per edit is called. Module-level state that would tie one edit to the previous ones
+is reset before every edit (:data:`STATE_RESETS`: AlphaEdit's key cache ``cache_c``). Methods that cannot
+make an independent, restorable in-place edit are refused with one sentence (:data:`REFUSED_METHODS`).
+Checked against EasyEdit 14cea82 (2026-07-14) with ``benchmarks/easyedit_check.py``; the test suite uses
+``tests/fake_easyedit``, which has the same layout and the same broken ``models/__init__``.
 
 The request is EasyEdit's dict: ``{"prompt", "target_new", "ground_truth", "subject"}`` (ground truth
 ``"<|endoftext|>"`` when unknown, as EasyEdit's own editor fills it). Methods that return a new model object
@@ -50,7 +63,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +77,33 @@ from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest, Re
 
 UNKNOWN_GROUND_TRUTH = "<|endoftext|>"   # what EasyEdit's BaseEditor puts where no ground truth is given
 
-#: Methods EasyEdit's BaseEditor runs with a right-padding tokenizer on LLaMA / Mistral / Qwen models (read in
-#: easyeditor/editors/editor.py at commit 055b6a0: ROME, MEMIT, EMMET, R-ROME); their subject and target
-#: positions are computed assuming it. AlphaEdit is added: its target optimisation is MEMIT's.
-RIGHT_PADDING_METHODS = frozenset({"ROME", "MEMIT", "EMMET", "R-ROME", "AlphaEdit"})
+#: Methods EasyEdit's BaseEditor runs with a right-padding tokenizer on LLaMA / Mistral / Qwen models
+#: (easyeditor/editors/editor.py at commit 14cea82, 2026-07-14); their subject and target positions are
+#: computed assuming it.
+RIGHT_PADDING_METHODS = frozenset({"ROME", "MEMIT", "EMMET", "EAMET", "R-ROME", "AlphaEdit", "CORE", "SPHERE"})
 RIGHT_PADDING_FAMILIES = ("llama", "mistral", "qwen")
+
+
+def _reset_alphaedit(module) -> None:
+    """AlphaEdit (EasyEdit 7415de2, models/alphaedit/AlphaEdit_main.py) keeps the keys of every edit it has made
+    in the module global ``cache_c`` and adds them to the next edit's normal equations: a single edit would
+    depend on the records before it. ``cache_c_new = False`` makes the next call start from zeros. The
+    null-space projection ``P`` depends only on the model and is kept."""
+    main = next((getattr(module, n) for n in dir(module) if n.lower().endswith("_main")), None)
+    for target in (module, main):
+        if target is not None and hasattr(target, "cache_c_new"):
+            target.cache_c_new = False
+
+
+#: Per-method resets of EasyEdit's module-level state, applied before every edit so edits stay independent.
+STATE_RESETS = {"AlphaEdit": _reset_alphaedit}
+#: Methods that cannot run one independent, in-place, restorable edit at a time, and why (one sentence each).
+REFUSED_METHODS = {
+    "IKE": "it edits the prompt, not the weights; use the native `ike` editor",
+    "GRACE": "it wraps the model in a new object with a growing codebook, so edits are not independent",
+    "WISE": "it wraps the model in a new object with side memories shared across edits",
+    "SERAC": "it wraps the model in a new object with a scope classifier and counterfactual model",
+}
 
 
 def easyedit_padding_side(alg: str, model_name: str, model_type: str) -> str | None:
@@ -167,6 +204,42 @@ class EasyEditEditor(Editor):
             out["easyedit_config"] = yaml.safe_load(Path(self.hparams.hparams_file).read_text(encoding="utf-8"))
         return out
 
+    def _root(self) -> Path | None:
+        """The folder holding EasyEdit's package (a checkout's root, or where the installed package lives)."""
+        hp = self.hparams
+        if hp.easyedit_path:
+            root = Path(hp.easyedit_path).resolve()
+            if not (root / hp.package).is_dir():
+                raise FileNotFoundError(f"easyedit_path {hp.easyedit_path} has no {hp.package}/ package folder")
+            return root
+        spec = importlib.util.find_spec(hp.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(list(spec.submodule_search_locations)[0]).parent
+
+    def _method_module(self, root: Path):
+        """EasyEdit's ``<package>/models/<alg>`` imported on its own, or None where the checkout has no such folder.
+
+        EasyEdit's package ``__init__`` (and ``models/__init__``) import every method, and one of them fails on
+        transformers 5 (it imports ``transformers.modeling_attn_mask_utils``): the two parent packages are
+        therefore registered as bare namespace modules pointing at their folders, so that only the chosen
+        method's modules (and the ``util`` modules they import) run.
+        """
+        hp = self.hparams
+        models = root / hp.package / "models"
+        folder = next((d for d in sorted(models.iterdir()) if d.is_dir() and _normalise(d.name) == _normalise(hp.alg)),
+                      None) if models.is_dir() else None
+        if folder is None:
+            return None
+        for name, path in ((hp.package, root / hp.package), (f"{hp.package}.models", models)):
+            if name not in sys.modules:
+                stub = types.ModuleType(name)
+                stub.__path__ = [str(path)]
+                stub.__package__ = name
+                stub.__editprobe_namespace__ = True
+                sys.modules[name] = stub
+        return importlib.import_module(f"{hp.package}.models.{folder.name}")
+
     def _load(self):
         """(apply function, EasyEdit hyper-parameters) for ``alg``; imports EasyEdit on first use."""
         hp = self.hparams
@@ -175,32 +248,55 @@ class EasyEditEditor(Editor):
         if not hp.hparams_file:
             raise ValueError(f"easyedit:{hp.alg} needs EasyEdit's hyper-parameter YAML: give a --hparams file "
                              "with 'hparams_file: path/to/EasyEdit/hparams/<ALG>/<model>.yaml'")
+        if hp.alg in REFUSED_METHODS:
+            raise ValueError(f"easyedit:{hp.alg} cannot be scored here: {REFUSED_METHODS[hp.alg]}")
         if self._easyedit is None:
-            if hp.easyedit_path:
-                root = str(Path(hp.easyedit_path).resolve())
-                if not (Path(root) / hp.package).is_dir():
-                    raise FileNotFoundError(f"easyedit_path {hp.easyedit_path} has no {hp.package}/ package folder")
-                if root not in sys.path:
-                    sys.path.insert(0, root)
-            try:
-                package = importlib.import_module(hp.package)
-            except ImportError as exc:
-                raise ImportError(f"easyedit:{hp.alg} needs EasyEdit: set easyedit_path to a checkout of "
-                                  f"zjunlp/EasyEdit or install the {hp.package!r} package ({exc})") from exc
-            try:
-                alg_dict = importlib.import_module(f"{hp.package}.util.alg_dict").ALG_DICT
-            except (ImportError, AttributeError):
-                alg_dict = getattr(package, "ALG_DICT")
-            self._easyedit = (package, alg_dict)
-        package, alg_dict = self._easyedit
-        if hp.alg not in alg_dict:
-            raise ValueError(f"easyedit: {hp.alg!r} is not in EasyEdit's ALG_DICT ({', '.join(sorted(alg_dict))})")
+            root = self._root()
+            if hp.easyedit_path and str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            module = self._method_module(root) if root is not None else None
+            if module is not None:
+                self._easyedit = ("module", module)
+            else:  # no models/<alg> folder (a plug-in method, an older layout): EasyEdit's own ALG_DICT
+                if getattr(sys.modules.get(hp.package), "__editprobe_namespace__", False):
+                    del sys.modules[hp.package]  # another method's bare namespace: import the package for real
+                try:
+                    package = importlib.import_module(hp.package)
+                except ImportError as exc:
+                    raise ImportError(f"easyedit:{hp.alg} needs EasyEdit: set easyedit_path to a checkout of "
+                                      f"zjunlp/EasyEdit or install the {hp.package!r} package ({exc})") from exc
+                try:
+                    alg_dict = importlib.import_module(f"{hp.package}.util.alg_dict").ALG_DICT
+                except (ImportError, AttributeError):
+                    alg_dict = getattr(package, "ALG_DICT")
+                if hp.alg not in alg_dict:
+                    raise ValueError(f"easyedit: {hp.alg!r} is not in EasyEdit's ALG_DICT "
+                                     f"({', '.join(sorted(alg_dict))})")
+                self._easyedit = ("alg_dict", package, alg_dict[hp.alg])
         wanted = hp.hparams_class or f"{hp.alg}HyperParams"
-        cls = getattr(package, wanted, None) or next(
-            (getattr(package, n) for n in dir(package) if _normalise(n) == _normalise(wanted)), None)
+        namespace = self._easyedit[1]
+        cls = getattr(namespace, wanted, None) or next(
+            (getattr(namespace, n) for n in dir(namespace) if _normalise(n) == _normalise(wanted)), None)
         if cls is None:
             raise ValueError(f"easyedit: {hp.package} has no hyper-parameter class {wanted}; set hparams_class")
-        return alg_dict[hp.alg], cls.from_hparams(str(hp.hparams_file))
+        return self._apply_function(), cls.from_hparams(str(hp.hparams_file))
+
+    def _apply_function(self):
+        """The method's entry point for one edit, with its module-level state reset (see :data:`STATE_RESETS`)."""
+        if self._easyedit[0] == "alg_dict":
+            return self._easyedit[2]
+        module, alg = self._easyedit[1], self.hparams.alg
+        reset = STATE_RESETS.get(alg)
+        if reset is not None:
+            reset(module)
+        names = dir(module)
+        executor = next((n for n in names if _normalise(n) == _normalise(f"{alg}RewriteExecutor")), None)
+        if executor is not None:  # MEND, SERAC: EasyEdit's ALG_DICT shares one executor; a fresh one per edit
+            return getattr(module, executor)().apply_to_model
+        apply = next((n for n in names if _normalise(n) == _normalise(f"apply_{alg}_to_model")), None)
+        if apply is None:
+            raise ValueError(f"easyedit: {module.__name__} has no apply_{alg}_to_model nor {alg}RewriteExecutor")
+        return getattr(module, apply)
 
     @staticmethod
     def request_dict(request: EditRequest) -> dict:

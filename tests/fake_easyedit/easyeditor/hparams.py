@@ -42,3 +42,13 @@ class LEAKYHyperParams(_FakeHyperParams):
 @dataclass
 class ROMEHyperParams(_FakeHyperParams):
     expected_alg = "ROME"
+
+
+@dataclass
+class AlphaEditHyperParams(_FakeHyperParams):
+    expected_alg = "AlphaEdit"
+
+
+@dataclass
+class MENDHyperParams(_FakeHyperParams):
+    expected_alg = "MEND"

@@ -60,14 +60,8 @@ def apply_leaky_to_model(model, tok, requests, hparams, copy=False, return_orig_
     return model, weights_copy
 
 
-def apply_rome_to_model(model, tok, requests, hparams, **kwargs):
-    """Stands in for EasyEdit's ROME: the same contract as ADD-DELTA; the recorded padding side is what counts."""
-    return apply_add_delta_to_model(model, tok, requests, hparams, **kwargs)
-
-
 ALG_DICT = {
     "ADD-DELTA": apply_add_delta_to_model,
-    "ROME": apply_rome_to_model,
     "PATCH": apply_patch_to_model,
     "LEAKY": apply_leaky_to_model,
 }
