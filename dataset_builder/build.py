@@ -228,8 +228,8 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
         raise BuildError(f"unknown config {plan.config!r}; choose one of {', '.join(CONFIGS)}")
     if plan.topics not in METHODS:
         raise BuildError(f"unknown topics method {plan.topics!r}; choose one of {', '.join(METHODS)}")
-    name = plan.scheme_name(settings.scheme)
-    scheme = scheme if scheme is not None and scheme.name == name else load_scheme(name)
+    wanted = plan.scheme_name(settings.scheme)
+    scheme = scheme if scheme is not None and scheme.name == wanted else load_scheme(wanted)
     before = {id(llm): llm.stats.as_dict() for llm in generators.all()}
 
     if not Path(plan.source).is_file():

@@ -86,6 +86,9 @@ class FTEditor(Editor):
                     with torch.no_grad():
                         for w, w0 in zip(weights, originals):
                             w.copy_(torch.clamp(w, w0 - hp.norm_constraint, w0 + hp.norm_constraint))
+        except BaseException:
+            handle.restore()  # an interrupted fine-tune leaves the model as it found it
+            raise
         finally:
             for n, p in params.items():
                 p.requires_grad_(frozen[n])

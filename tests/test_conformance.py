@@ -1,0 +1,88 @@
+"""One conformance suite for every registered editor (benchmark/editors/conformance.py), on a tiny random LLaMA
+with SmolLM2's vocabulary and ten real ZsRE edit requests."""
+
+from __future__ import annotations
+
+import pytest
+
+from editprobe.benchmark.editors import EDITORS, EditRequest
+from editprobe.benchmark.editors.base import Editor, EditHandle, state_digest
+from editprobe.benchmark.editors.conformance import ConformanceError, check_editor
+from editprobe.dataset_builder.sources import convert_file
+from tests.benchmark_fixtures import fast_ls_hparams, tiny_llama_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _small(name: str, cache) -> dict:
+    """Hyper-parameters for the 3-layer tiny model (layer indices < 3, few steps and texts)."""
+    ls = fast_ls_hparams(cache)
+    return {
+        "noop": {}, "null": {},
+        "ft": {"layers": (1,), "num_steps": 2, "lr": 1e-3},
+        "kn": {"layers": (1,), "steps": 2, "max_neurons": 2},
+        "ike": {"k": 2},
+        "rome": {"layers": (1,), "mom2_adjustment": False, **ls},
+        "memit": {"layers": (1, 2), **ls},
+        "alphaedit": {"layers": (1,), "nullspace_threshold": 1.0, **ls},
+    }[name]
+
+
+@pytest.fixture(scope="module")
+def requests(data_dir):
+    return [EditRequest(record_id=r["id"], prompt=r["prompt"], subject=r["subject"], target=r["alt"],
+                        ground_truth=r["answer"])
+            for r in convert_file(data_dir / "knowedit" / "zsre_test.json").records[:10]]
+
+
+def test_every_built_in_editor_is_covered():
+    assert set(EDITORS.names()) >= {"noop", "null", "ft", "kn", "ike", "rome", "memit", "alphaedit"}
+
+
+@pytest.mark.parametrize("name", ["noop", "null", "ft", "kn", "ike", "rome", "memit", "alphaedit"])
+def test_editor_conformance(name, tokenizer, requests, tmp_path, embedder):
+    model = tiny_llama_model(tokenizer)
+    hp = _small(name, tmp_path / "cache")
+
+    cls = EDITORS.get(name)
+
+    def make():
+        return cls(embedder=embedder, **hp) if name == "ike" else cls(**hp)
+
+    ran = check_editor(make, model, tokenizer, requests)
+    assert ran[0] == "restore_after_one_edit" and len(ran) == 6 - ("sequential" not in cls.modes)
+    writes_weights = name not in ("noop", "null", "ike")
+    assert ("failed_apply_leaves_no_change" in ran) == writes_weights  # the failure really fired mid-edit
+
+
+class _Careless(Editor):
+    """Writes its change, then fails on the second request without undoing the first write: the suite must say so."""
+
+    name = "careless"
+    modes = ("single", "sequential", "replay")
+    Hparams = type(None)
+
+    def __init__(self):
+        self.hparams = None
+
+    def apply(self, model, tokenizer, requests):
+        p = model.model.norm.weight
+        handle = EditHandle(model, ["model.norm.weight"], diagnostics={"bad": {1, 2}})
+        import torch
+
+        with torch.no_grad():
+            p.add_(1.0)
+        model(torch.tensor([[1, 2, 3]]))  # a forward pass after the write: an injected failure lands here
+        return handle
+
+
+def test_the_suite_names_every_broken_promise(tokenizer, requests):
+    model = tiny_llama_model(tokenizer)
+    before = state_digest(model)
+    with pytest.raises(ConformanceError) as info:
+        check_editor(_Careless, model, tokenizer, requests)
+    message = str(info.value)
+    assert "failed_apply_leaves_no_change: weights changed after a failure at forward call 1" in message
+    assert "declared_modes: declares mode(s) the runner does not have: replay" in message
+    assert "diagnostics_are_json: TypeError" in message
+    assert state_digest(model) == before  # put back after each broken check
