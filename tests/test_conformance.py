@@ -86,3 +86,24 @@ def test_the_suite_names_every_broken_promise(tokenizer, requests):
     assert "declared_modes: declares mode(s) the runner does not have: replay" in message
     assert "diagnostics_are_json: TypeError" in message
     assert state_digest(model) == before  # put back after each broken check
+
+
+@pytest.mark.parametrize("name", ["ft", "kn"])
+def test_ft_and_kn_find_their_matrix_in_the_architecture_table(name, tokenizer, requests, tmp_path):
+    """No LLaMA path is hard-coded: on GPT-2 (Conv1D, weight stored (in, out)) both edit transformer.h.1.mlp.c_proj
+    and keep the contract."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=3, n_head=4, n_positions=128,
+                                       bos_token_id=tokenizer.eos_token_id,
+                                       eos_token_id=tokenizer.eos_token_id)).eval()
+    cls = EDITORS.get(name)
+    hp = _small(name, tmp_path)
+    assert cls().hparams.module_template is None
+    ran = check_editor(lambda: cls(**hp), model, tokenizer, requests, sequential=3)
+    assert "failed_apply_leaves_no_change" in ran
+    handle = cls(**hp).apply(model, tokenizer, [requests[0]])
+    assert set(handle.touched) <= {"transformer.h.1.mlp.c_proj.weight"} and handle.touched
+    handle.restore()

@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 import torch
 
 from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest
+from editprobe.benchmark.editors.layers import edit_site
 from editprobe.benchmark.metrics import target_token_ids
 
 
@@ -23,7 +24,7 @@ class FTHparams:
                               "norm_constraint": (0, None, True), "early_stop_loss": (0, None, False)}
 
     layers: tuple[int, ...] = (8,)
-    module_template: str = "model.layers.{}.mlp.down_proj"
+    module_template: str | None = None         # None: the architecture table (benchmark/editors/layers.py)
     objective: Literal["target_new", "prompt_last"] = "target_new"   # FT-M | FT-L
     num_steps: int = 25
     lr: float = 5e-4
@@ -55,7 +56,7 @@ class FTEditor(Editor):
 
     def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
         hp = self.hparams
-        names = [f"{hp.module_template.format(layer)}.weight" for layer in hp.layers]
+        names = [edit_site(model, layer, hp.module_template).weight_name for layer in hp.layers]
         handle = EditHandle(model, names)
         params = dict(model.named_parameters())
         weights = [params[n] for n in names]

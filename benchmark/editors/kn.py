@@ -44,6 +44,7 @@ import torch
 from transformers import DynamicCache
 
 from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest
+from editprobe.benchmark.editors.layers import edit_site, resolve_layout
 from editprobe.benchmark.metrics import target_token_ids
 
 
@@ -55,7 +56,7 @@ class KNHparams:
                               "batch_rows": (1, None, False)}
 
     layers: tuple[int, ...] | None = None       # layers to attribute; None: every layer
-    module_template: str = "model.layers.{}.mlp.down_proj"
+    module_template: str | None = None          # None: the architecture table (benchmark/editors/layers.py)
     attribute_to: Literal["target", "ground_truth"] = "target"
     steps: int = 20                             # Riemann points m
     adaptive_threshold: float = 0.2             # keep Attr > t * max Attr
@@ -213,6 +214,7 @@ class KNEditor(Editor):
     def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
         hp = self.hparams
         layers = list(hp.layers) if hp.layers is not None else list(range(model.config.num_hidden_layers))
+        template = resolve_layout(model, hp.module_template).mlp_out
         chosen: list[dict] = []
         edits = []  # (request, neurons, activation signs, new token id, erased token id)
         for request in requests:
@@ -220,7 +222,7 @@ class KNEditor(Editor):
             answer = request.ground_truth if hp.attribute_to == "ground_truth" and request.ground_truth else None
             attributed = target_token_ids(tokenizer, request.prompt, answer)[1][0] if answer else new_ids[0]
             scores, activations, logits = neuron_attributions(
-                model, prompt_ids, attributed, layers, hp.module_template, hp.steps, hp.batch_rows)
+                model, prompt_ids, attributed, layers, template, hp.steps, hp.batch_rows)
             neurons = select_neurons(scores, layers, hp.adaptive_threshold, hp.max_neurons)
             old_id = (target_token_ids(tokenizer, request.prompt, request.ground_truth)[1][0] if request.ground_truth
                       else int(logits.argmax()))
@@ -229,12 +231,12 @@ class KNEditor(Editor):
             edits.append((request, neurons, signs, new_ids[0], old_id))
             chosen += [{"record_id": request.record_id, "layer": lay, "index": idx, "attribution": a,
                         "activation": float(activations[layers.index(lay), idx])} for lay, idx, a in neurons]
-        touched = sorted({f"{hp.module_template.format(lay)}.weight" for _, ns, *_ in edits for lay, _, _ in ns})
+        touched = sorted({f"{template.format(lay)}.weight" for _, ns, *_ in edits for lay, _, _ in ns})
         handle = EditHandle(model, touched)
         unembedding = model.get_output_embeddings().weight                           # [V, h]
         for _request, neurons, signs, new_id, orig_id in edits:
             for layer in sorted({lay for lay, _, _ in neurons}):
-                weight = model.get_submodule(hp.module_template.format(layer)).weight  # [h, d_ff]
+                weight = edit_site(model, layer, template).matrix()  # [h, d_ff] whatever the storage
                 indices = [idx for lay, idx, _ in neurons if lay == layer]
                 if hp.mode == "amplify":
                     amplify_value_vectors(weight, indices, hp.amplify_factor)
