@@ -187,6 +187,23 @@ def test_ike_wraps_the_probe_with_the_k_most_similar_demonstrations_least_simila
     assert [x["similarity"] for x in handle.diagnostics["demonstrations"]] == pytest.approx([0.6, 0.8, 0.9])
 
 
+def test_ike_reads_the_counterfact_training_split_as_copy_update_retain(data_dir):
+    from editprobe.benchmark.editors import build_editor
+    from editprobe.benchmark.editors.ike import pool_demonstrations, read_pool
+
+    examples = read_pool("data:training/counterfact_train.json")
+    assert len(examples) == 10000
+    # record 0 of the file, read by hand: "Toko Yasuda, the" -> piano (was guitar), rephrase "Toko Yasuda is
+    # incredible at", neighbourhood "John Lennon performs on the" -> guitar
+    demos = pool_demonstrations(examples[:1])
+    assert [(d.kind, d.prompt, d.answer) for d in demos] == [
+        ("copy", "Toko Yasuda, the", "piano"), ("update", "Toko Yasuda is incredible at", "piano"),
+        ("retain", "John Lennon performs on the", "guitar")]
+    assert {d.fact for d in demos} == {"Toko Yasuda, the piano"}
+    editor = build_editor("ike", preset="counterfact-k16")
+    assert (editor.hparams.k, editor.hparams.pool_path) == (16, "data:training/counterfact_train.json")
+
+
 def test_ike_request_pool_is_copy_update_retain_1_3_4_without_clashing_facts():
     request = EditRequest("r", "What is the capital of Kenya?", "Kenya", "Paris")
     demos = request_demonstrations(request)

@@ -22,10 +22,15 @@ the most similar one stands next to the query, as in the paper.
 
 Where they come from. The other records of the dataset config are not the editor's to see (they are what is being
 measured), so the pool is either
-* ``pool_path``: a JSONL file of ``{"prompt", "target", "rephrase"?}`` examples. Example ``i`` gives a copy
-  demonstration, an update demonstration when it has a rephrase, and a retain demonstration pairing its fact with
-  the next example's prompt and target. The pool is embedded once; demonstrations that state or ask the edit prompt
-  itself are left out for that edit; or
+* ``pool_path``: a JSONL file of ``{"prompt", "target", "rephrase"?}`` examples, or EasyEdit's flattened
+  CounterFact JSON (the preset ``counterfact-k16`` reads the training split ``training/counterfact_train.json``
+  of the data folder: 10,000 records, never an evaluation set, as the IKE paper draws demonstrations from
+  CounterFact's training part with k = 16). Example ``i`` gives a copy demonstration, an update demonstration
+  when it has a rephrase, and a retain demonstration: its neighbourhood prompt with that prompt's unchanged
+  answer where the pool has one (CounterFact), else the next example's prompt and target. The pool is embedded
+  once; demonstrations that state or ask the edit prompt itself are left out for that edit, so a probe is never
+  among its own demonstrations. Deviation from the paper: the k most similar demonstrations are taken whatever
+  their kind, not in a fixed 1:3:4 copy:update:retain ratio (EasyEdit retrieves the same way); or
 * by default, templates derived from the request itself, in the paper's 1:3:4 copy:update:retain proportion:
   one copy, three updates whose prompts wrap the edit prompt in fixed phrasings ("Tell me: ...", "Regarding
   {subject}: ...", "Answer briefly. ..."), and four retains, each pairing the new fact with a common-knowledge
@@ -49,7 +54,8 @@ class IKEHparams:
     RANGES: ClassVar[dict] = {"k": (0, None, False)}
 
     k: int = 8
-    pool_path: str | None = None               # JSONL of {prompt, target, rephrase?}; None: request-derived pool
+    pool_path: str | None = None               # JSONL of {prompt, target, rephrase?} or EasyEdit CounterFact JSON
+                                               # ("data:REL" = under the data folder); None: request-derived pool
     embedding_model: str = "all-MiniLM-L6-v2"
 
 
@@ -97,14 +103,19 @@ def request_demonstrations(request: EditRequest) -> list[Demonstration]:
 
 
 def pool_demonstrations(examples: list[dict]) -> list[Demonstration]:
-    """Copy, update (when rephrased) and retain demonstrations from a pool of {prompt, target, rephrase?}."""
+    """Copy, update (when rephrased) and retain demonstrations from a pool of {prompt, target, rephrase?,
+    retain_prompt?, retain_answer?}. The retain demonstration asks the example's own unrelated prompt
+    (CounterFact's neighbourhood prompt, answered with its unchanged answer) where it has one, else the next
+    example's prompt and target."""
     demos = []
     for i, e in enumerate(examples):
         fact = f"{e['prompt']} {e['target'].strip()}"
         demos.append(Demonstration("copy", fact, e["prompt"], e["target"].strip()))
         if e.get("rephrase"):
             demos.append(Demonstration("update", fact, e["rephrase"], e["target"].strip()))
-        if len(examples) > 1:
+        if e.get("retain_prompt") and e.get("retain_answer"):
+            demos.append(Demonstration("retain", fact, e["retain_prompt"], e["retain_answer"].strip()))
+        elif len(examples) > 1:
             other = examples[(i + 1) % len(examples)]
             demos.append(Demonstration("retain", fact, other["prompt"], other["target"].strip()))
     return demos
@@ -115,9 +126,33 @@ def involves(demo: Demonstration, request: EditRequest) -> bool:
     return demo.prompt == request.prompt or demo.fact.startswith(request.prompt + " ")
 
 
+def resolve_pool_path(path: Path | str) -> Path:
+    """``data:REL`` is REL under the source-data folder ($EDITPROBE_DATA, default ../shared/data), so a preset can
+    name the training split without a machine's absolute path; anything else is a plain path."""
+    text = str(path)
+    if text.startswith("data:"):
+        from editprobe.paths import default_data_dir
+
+        return default_data_dir() / text.removeprefix("data:")
+    return Path(text)
+
+
 def read_pool(path: Path | str) -> list[dict]:
+    """Pool examples from a JSONL of {prompt, target, rephrase?} or from EasyEdit's flattened CounterFact (a JSON
+    array of {prompt, target_new, rephrase_prompt, locality_prompt, locality_ground_truth}, e.g. the training split
+    ``counterfact_train.json``: never an evaluation set)."""
+    path = resolve_pool_path(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        examples = []
+        for n, e in enumerate(json.loads(text)):
+            if not isinstance(e, dict) or not isinstance(e.get("prompt"), str) or not isinstance(e.get("target_new"), str):
+                raise ValueError(f"{path}: record {n} must be an object with string 'prompt' and 'target_new'")
+            examples.append({"prompt": e["prompt"], "target": e["target_new"], "rephrase": e.get("rephrase_prompt"),
+                             "retain_prompt": e.get("locality_prompt"), "retain_answer": e.get("locality_ground_truth")})
+        return examples
     examples = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         e = json.loads(line)
