@@ -112,7 +112,7 @@ def test_presets_come_from_the_model_table_or_an_explicit_choice(tmp_path):
     assert choose_hparams("alphaedit", str(local)).preset == "llama2-7b"
     with pytest.raises(ValueError, match=r"no preset for model 'someone/other-7b' .*--preset NAME .*llama2-7b"):
         choose_hparams("rome", "someone/other-7b")
-    with pytest.raises(ValueError, match=r"editor 'ft' has no preset 'llama2-7b' \(it has: smollm2-135m\)"):
+    with pytest.raises(ValueError, match=r"editor 'ft' has no preset 'llama2-7b' \(it has: ft-l-easyedit, ft-m-easyedit, smollm2-135m\)"):
         choose_hparams("ft", "meta-llama/Llama-2-7b-hf")
     assert choose_hparams("rome", "someone/other-7b", preset=DEFAULTS).preset == DEFAULTS
     assert choose_hparams("noop", "someone/other-7b") == choose_hparams("null", "x")      # nothing to choose
@@ -124,7 +124,7 @@ def test_presets_come_from_the_model_table_or_an_explicit_choice(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("objective: target", "field 'objective' must be one of target_new, prompt_last, got 'target'"),
+    ("objective: target", "field 'objective' must be one of target_new, prompt_last_all, prompt_last, got 'target'"),
     ("num_steps: 0", r"field 'num_steps' must lie in \[1, inf\], got 0"),
     ("lr: -1", r"field 'lr' must lie in \(0, inf\], got -1"),
     ("layers: 3", "field 'layers' must be a list of values, each an integer, got 3"),
@@ -137,3 +137,33 @@ def test_hparams_values_are_checked_with_one_line_naming_file_and_field(tmp_path
     path.write_text(text + "\n")
     with pytest.raises(ValueError, match=rf"^{tmp_path}/ft.yaml: {message}"):
         load_hparams(FTHparams, path)
+
+
+def test_ft_prompt_last_all_is_easyedits_ft_l_loss(smollm2):
+    """EasyEdit's FT-L reads every target token at the prompt's last position: the first loss is
+    -mean_j log softmax(logits[last])[t_j], computed here directly from the unedited model."""
+    from editprobe.benchmark.metrics import target_token_ids
+
+    model, tokenizer = smollm2
+    request = EditRequest("r0", "Which family does Epaspidoceras belong to?", "Epaspidoceras", "Noctuidae")
+    prompt_ids, target_ids = target_token_ids(tokenizer, request.prompt, request.target)
+    assert len(target_ids) > 1  # several target tokens, all scored at one position
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([prompt_ids])).logits[0, -1].float(), -1)
+    expected = -float(logp[target_ids].mean())
+    before = state_digest(model)
+    handle = FTEditor(FTHparams(layers=(8,), objective="prompt_last_all", num_steps=5, lr=1e-3,
+                                norm_constraint=None)).apply(model, tokenizer, [request])
+    d = handle.diagnostics
+    assert d["loss_first"] == pytest.approx(expected, rel=1e-5)
+    assert d["loss_last"] < d["loss_first"]
+    handle.restore()
+    assert state_digest(model) == before
+
+
+def test_easyedit_ft_presets_say_what_they_are():
+    ft_l, ft_m = build_editor("ft", preset="ft-l-easyedit"), build_editor("ft", preset="ft-m-easyedit")
+    assert (ft_l.hparams.objective, ft_m.hparams.objective) == ("prompt_last_all", "target_new")
+    for editor in (ft_l, ft_m):  # EasyEdit's hparams/FT/llama-7b.yaml
+        hp = editor.hparams
+        assert (hp.layers, hp.num_steps, hp.lr, hp.norm_constraint, hp.early_stop_loss) == ((21,), 25, 5e-4, None, 1e-2)

@@ -1,9 +1,21 @@
 """Constrained fine-tuning of MLP down-projections (FT-L / FT-M, as in EasyEdit's FT baseline).
 
-Only the weights of ``layers`` (module ``module_template``) train. Objective ``target_new`` (FT-M)
-is the teacher-forced NLL of every target token after the prompt; ``prompt_last`` (FT-L) is the NLL of
-the target's first token at the prompt's last position. After each step the weights are clamped to
-``original ± norm_constraint`` (elementwise), the constraint of Zhu et al. (2020) used by EasyEdit.
+Only the weights of ``layers`` (module ``module_template``, default from the architecture table) train.
+Objectives:
+
+* ``target_new`` (FT-M, EasyEdit's ``objective_optimization: target_new``): the teacher-forced NLL of every
+  target token after the prompt, averaged over the target tokens;
+* ``prompt_last_all`` (FT-L as EasyEdit computes it, ``objective_optimization: prompt_last`` in
+  easyeditor/models/ft/ft_main.py at 14cea82): the log-probabilities of *all* target tokens read at the
+  prompt's last position (no teacher forcing), averaged over the target tokens, then over the requests;
+* ``prompt_last`` (editprobe's own FT-L, kept under its name): the NLL of the target's first token at the
+  prompt's last position.
+
+After each step the weights are clamped to ``original ± norm_constraint`` (elementwise), the constraint of Zhu
+et al. (2020); EasyEdit's shipped FT files set ``norm_constraint: false`` (no clamp), lr 5e-4, 25 steps, and skip
+the update once the loss is below 1e-2 (``early_stop_loss``). Presets ``ft-m-easyedit`` and ``ft-l-easyedit``
+carry EasyEdit's LLaMA-2-7B file (layer 21); deviations: one request per step (EasyEdit's batch_size 1 as well),
+no ``max_length`` truncation of the prompt.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ class FTHparams:
 
     layers: tuple[int, ...] = (8,)
     module_template: str | None = None         # None: the architecture table (benchmark/editors/layers.py)
-    objective: Literal["target_new", "prompt_last"] = "target_new"   # FT-M | FT-L
+    objective: Literal["target_new", "prompt_last_all", "prompt_last"] = "target_new"  # FT-M | EasyEdit FT-L | FT-L
     num_steps: int = 25
     lr: float = 5e-4
     weight_decay: float = 0.0
@@ -46,6 +58,28 @@ def _batch(tokenizer, requests: list[EditRequest], device) -> tuple[torch.Tensor
     mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in rows], device=device)
     lab = torch.tensor([y + [-100] * (width - len(y)) for y in labels], device=device)
     return ids, mask, lab
+
+
+def _prompt_last_batch(tokenizer, requests: list[EditRequest], device):
+    """(prompt ids right-padded, attention mask, last prompt index per row, target ids padded, target mask)."""
+    pairs = [target_token_ids(tokenizer, r.prompt, r.target) for r in requests]
+    width = max(len(p) for p, _ in pairs)
+    t_width = max(len(t) for _, t in pairs)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([p + [pad] * (width - len(p)) for p, _ in pairs], device=device)
+    mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p, _ in pairs], device=device)
+    last = torch.tensor([len(p) - 1 for p, _ in pairs], device=device)
+    targets = torch.tensor([t + [0] * (t_width - len(t)) for _, t in pairs], device=device)
+    t_mask = torch.tensor([[1.0] * len(t) + [0.0] * (t_width - len(t)) for _, t in pairs], device=device)
+    return ids, mask, last, targets, t_mask
+
+
+def prompt_last_all_loss(model, ids, mask, last, targets, t_mask) -> torch.Tensor:
+    """EasyEdit's FT-L loss: -mean_j log p(target_j | prompt) with every target token scored at the prompt's
+    last position, averaged over the target tokens of a row, then over the rows."""
+    logits = model(input_ids=ids, attention_mask=mask).logits[torch.arange(len(ids), device=ids.device), last]
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets)                     # [rows, t]
+    return (-(logp * t_mask).sum(1) / t_mask.sum(1)).mean()
 
 
 class FTEditor(Editor):
@@ -72,12 +106,17 @@ class FTEditor(Editor):
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[torch.arange(len(labels)), first] = True
             labels = labels.masked_fill(~keep, -100)
+        if hp.objective == "prompt_last_all":
+            prompt_last = _prompt_last_batch(tokenizer, requests, weights[0].device)
         opt = torch.optim.Adam(weights, lr=hp.lr, weight_decay=hp.weight_decay)
         losses = []
         try:
             for _ in range(hp.num_steps):
                 opt.zero_grad()
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                if hp.objective == "prompt_last_all":
+                    loss = prompt_last_all_loss(model, *prompt_last)
+                else:
+                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                 losses.append(float(loss.detach()))
                 if losses[-1] < hp.early_stop_loss:
                     break
