@@ -21,6 +21,8 @@ def _small(name: str, cache) -> dict:
         "noop": {}, "null": {},
         "ft": {"layers": (1,), "num_steps": 2, "lr": 1e-3},
         "kn": {"layers": (1,), "steps": 2, "max_neurons": 2},
+        "kn-easyedit": {"layers": (1,), "steps": 1, "max_neurons": None, "mode": "easyedit",
+                        "attribute_to": "ground_truth"},
         "ike": {"k": 2},
         "rome": {"layers": (1,), "mom2_adjustment": False, **ls},
         "memit": {"layers": (1, 2), **ls},

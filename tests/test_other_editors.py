@@ -385,3 +385,34 @@ def test_registry_resolves_easyedit_names():
 
     cls = editor_class("easyedit:MEND")
     assert issubclass(cls, EasyEditEditor) and cls.alg == "MEND" and cls.name == "easyedit"
+
+
+def test_kn_easyedit_rule_by_hand():
+    from editprobe.benchmark.editors.kn import easyedit_rewrite_value_vectors
+
+    E = torch.arange(15, dtype=torch.float32).reshape(5, 3)        # 5 tokens, hidden 3: E[t] = (3t, 3t+1, 3t+2)
+    W = torch.zeros(3, 4)
+    easyedit_rewrite_value_vectors(W, [1, 3], E, orig_ids=[0], new_ids=[2])
+    # one token each: v += 2 * (E[2] - E[0]) = 2 * (6, 6, 6) on columns 1 and 3 only
+    assert W[:, 1].tolist() == [12.0, 12.0, 12.0] and W[:, 3].tolist() == [12.0, 12.0, 12.0]
+    assert W[:, 0].tolist() == [0.0] * 3 and W[:, 2].tolist() == [0.0] * 3
+    W = torch.zeros(3, 4)
+    easyedit_rewrite_value_vectors(W, [0], E, orig_ids=[0, 1], new_ids=[3, 4])
+    # several: v += (E[3] + E[4]) - (E[0] + E[1]) = (21, 23, 25) - (3, 5, 7) = (18, 18, 18)
+    assert W[:, 0].tolist() == [18.0, 18.0, 18.0]
+
+
+def test_kn_easyedit_preset_and_tokens(smollm2):
+    from editprobe.benchmark.editors import build_editor
+    from editprobe.benchmark.editors.kn import easyedit_rewrite_tokens
+
+    editor = build_editor("kn", preset="easyedit")
+    hp = editor.hparams
+    assert (hp.mode, hp.attribute_to, hp.steps, hp.adaptive_threshold, hp.max_neurons) == (
+        "easyedit", "ground_truth", 1, 0.2, None)
+    model, tokenizer = smollm2
+    target_ids, original = easyedit_rewrite_tokens(model, tokenizer, REQUEST.prompt, "Noctuidae")
+    assert target_ids == tokenizer.encode("Noctuidae") and len(original) == len(target_ids)
+    with torch.no_grad():
+        first = int(model(tokenizer(REQUEST.prompt, return_tensors="pt").input_ids).logits[0, -1].argmax())
+    assert original[0] == first

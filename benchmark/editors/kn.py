@@ -20,6 +20,13 @@ vector is column ``i`` of ``down_proj.weight``.
    EasyEdit always uses: after a ZsRE question that argmax is usually the end-of-turn token, not an answer). With
    equal scales and answers sharing their first token the update is zero: the model already leans that way.
 
+``mode: easyedit`` is EasyEdit's own rule instead (knowledge_neurons.py at 14cea82; preset ``easyedit``, which also
+attributes to the ground truth with 1 step and threshold 0.2 and keeps every neuron above it, as EasyEdit's
+hparams/KN/llama-7b.yaml): the target tokenised without a leading space, the "original" the model's greedy
+completion of as many tokens, the *input* word embeddings, ``2 * (E[new] - E[orig])`` for one token or the sums
+over the tokens otherwise, and no activation sign. Deviation: attribution reads the first answer token only
+(EasyEdit scores each token of a multi-token ground truth).
+
 Attribution goes to ``attribute_to`` = "target" (the new answer: neurons that already lean towards it) or
 "ground_truth" (the old answer, as the paper and EasyEdit do for updates; falls back to the target when the request
 has no ground truth). Prompts are the raw edit prompts, without a chat template, as for FT.
@@ -60,8 +67,8 @@ class KNHparams:
     attribute_to: Literal["target", "ground_truth"] = "target"
     steps: int = 20                             # Riemann points m
     adaptive_threshold: float = 0.2             # keep Attr > t * max Attr
-    max_neurons: int = 10
-    mode: Literal["rewrite", "amplify"] = "rewrite"
+    max_neurons: int | None = 10                # None: every neuron above the threshold (EasyEdit)
+    mode: Literal["rewrite", "amplify", "easyedit"] = "rewrite"
     amplify_factor: float = 2.0
     erase_scale: float = 2.0                    # EasyEdit's KN uses 2 and 2
     update_scale: float = 2.0
@@ -173,19 +180,50 @@ def neuron_attributions(model, prompt_ids: list[int], target_id: int, layers: li
 
 
 def select_neurons(scores: torch.Tensor, layers: list[int], adaptive_threshold: float,
-                   max_neurons: int) -> list[tuple[int, int, float]]:
+                   max_neurons: int | None) -> list[tuple[int, int, float]]:
     """(layer, index, attribution) of neurons above ``adaptive_threshold * max``, strongest first (paper §3.2)."""
     top = float(scores.max())
     if top <= 0:
         return []
     flat = scores.flatten()
     keep = torch.nonzero(flat > adaptive_threshold * top).flatten()
-    keep = keep[flat[keep].argsort(descending=True, stable=True)][:max_neurons]
+    keep = keep[flat[keep].argsort(descending=True, stable=True)][:max_neurons]  # None keeps them all
     width = scores.shape[1]
     return [(layers[int(i) // width], int(i) % width, float(flat[i])) for i in keep]
 
 
 # --------------------------------------------------------------------------- editing
+
+@torch.no_grad()
+def easyedit_rewrite_tokens(model, tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    """EasyEdit's KN edit tokens (knowledge_neurons.py, ``modify_weights`` at 14cea82): the target as
+    ``tokenizer.encode(target)`` (no leading space; whatever special tokens the tokenizer adds), and the "original
+    prediction" as the model's greedy completion of the prompt, as many tokens as the target has, each step
+    re-tokenising the prompt with the decoded tokens appended. Returns (target ids, original ids)."""
+    target_ids = tokenizer.encode(target)
+    device = next(model.parameters()).device
+    text, argmax = prompt, []
+    for _ in range(len(target_ids)):
+        ids = tokenizer(text, return_tensors="pt").input_ids.to(device)
+        token = int(model(ids).logits[0, -1].argmax())
+        argmax.append(token)
+        text += tokenizer.decode([token])
+    return target_ids, argmax
+
+
+@torch.no_grad()
+def easyedit_rewrite_value_vectors(weight: torch.Tensor, indices: list[int], embeddings: torch.Tensor,
+                                   orig_ids: list[int], new_ids: list[int]) -> None:
+    """EasyEdit's KN fact update on the value vectors (columns of ``weight`` [h, d_ff]) with the *input* word
+    embeddings ``embeddings`` [V, h]: one token each, ``v_i += 2 * (E[new] - E[orig])``; several,
+    ``v_i += sum_j E[new_j] - sum_j E[orig_j]`` (each embedding once, as its loop does). No activation sign."""
+    e = embeddings.float()
+    if len(orig_ids) == 1 and len(new_ids) == 1:
+        delta = 2 * e[new_ids[0]] - 2 * e[orig_ids[0]]
+    else:
+        delta = e[new_ids].sum(0) - e[orig_ids].sum(0)
+    weight[:, indices] += delta.to(weight.dtype)[:, None]
+
 
 @torch.no_grad()
 def amplify_value_vectors(weight: torch.Tensor, indices: list[int], factor: float) -> None:
@@ -231,6 +269,8 @@ class KNEditor(Editor):
             edits.append((request, neurons, signs, new_ids[0], old_id))
             chosen += [{"record_id": request.record_id, "layer": lay, "index": idx, "attribution": a,
                         "activation": float(activations[layers.index(lay), idx])} for lay, idx, a in neurons]
+        if hp.mode == "easyedit":
+            edits = [(*e[:3], *easyedit_rewrite_tokens(model, tokenizer, e[0].prompt, e[0].target)) for e in edits]
         touched = sorted({f"{template.format(lay)}.weight" for _, ns, *_ in edits for lay, _, _ in ns})
         handle = EditHandle(model, touched)
         unembedding = model.get_output_embeddings().weight                           # [V, h]
@@ -240,11 +280,13 @@ class KNEditor(Editor):
                 indices = [idx for lay, idx, _ in neurons if lay == layer]
                 if hp.mode == "amplify":
                     amplify_value_vectors(weight, indices, hp.amplify_factor)
+                elif hp.mode == "easyedit":
+                    easyedit_rewrite_value_vectors(weight, indices, model.get_input_embeddings().weight, orig_id, new_id)
                 else:
                     rewrite_value_vectors(weight, indices, [signs[layer, i] for i in indices],
                                           unembedding[orig_id], unembedding[new_id], hp.erase_scale, hp.update_scale)
         handle.diagnostics.update(
             neurons=chosen, n_neurons=len(chosen),
-            erased_token=[tokenizer.decode([e[-1]]) for e in edits],
+            erased_token=[tokenizer.decode(e[-1] if isinstance(e[-1], list) else [e[-1]]) for e in edits],
             attributed_to=hp.attribute_to)
         return handle
