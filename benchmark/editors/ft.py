@@ -1,4 +1,4 @@
-"""Constrained fine-tuning of MLP down-projections (FT-L / FT-M, as in EasyEdit's FT baseline).
+"""Constrained fine-tuning of MLP down-projections (Zhu et al. 2020; FT-L / FT-M as in EasyEdit, Zhang et al. 2024).
 
 Only the weights of ``layers`` (module ``module_template``, default from the architecture table) train.
 Objectives:
