@@ -110,6 +110,12 @@ class Verdict:
     metrics: dict[str, float]
 
 
+def contains_subject(text: str, subject: str) -> bool:
+    """The subject appears in ``text`` as written, ignoring case and the length of whitespace runs (a few source
+    subjects carry double spaces, which a normalised question would otherwise never match)."""
+    return " ".join(subject.split()).casefold() in " ".join(text.split()).casefold()
+
+
 def check_paraphrase(rule: LevelRule, original: str, paraphrase: str, subject: str | None,
                      similarity: float) -> Verdict:
     """Verdict of one paraphrase against its level's rule; ``similarity`` is computed by the caller (batched)."""
@@ -121,7 +127,7 @@ def check_paraphrase(rule: LevelRule, original: str, paraphrase: str, subject: s
         reasons.append("empty")
     if paraphrase.strip() == original.strip():
         reasons.append("identical to the original")
-    if subject and subject.casefold() not in paraphrase.casefold():
+    if subject and not contains_subject(paraphrase, subject):
         reasons.append("subject missing")
     for bound in rule.bounds:
         if (why := bound.failure(metrics[bound.metric])) is not None:

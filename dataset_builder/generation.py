@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from editprobe.dataset_builder.gates import GateReport, Scheme, Verdict, gate_paraphrases
+from editprobe.dataset_builder.gates import GateReport, Scheme, Verdict, contains_subject, gate_paraphrases
 from editprobe.dataset_builder.llm import LLM, ChatRequest, ChatResult
 from editprobe.resources import tasks_dir
 
@@ -104,7 +104,7 @@ def check_newquestion(text: str, subject: str) -> str | None:
     """None when ``text`` is a usable newquestion, else why not."""
     if not text:
         return "empty"
-    if subject.casefold() not in text.casefold():
+    if not contains_subject(text, subject):
         return "subject missing"
     if not text.endswith("?"):
         return "not a question"

@@ -120,3 +120,12 @@ def test_real_minilm_is_case_insensitive(embedder):
     v = gate_paraphrases(load_scheme("llama2"), Q, "Epaspidoceras",
                          [{"level": 1, "rephrase": "which family does Epaspidoceras belong to?"}], embedder)[0]
     assert v.passed
+
+
+def test_subject_match_ignores_case_and_whitespace_runs():
+    from editprobe.dataset_builder.gates import contains_subject
+
+    # WikiData_counterfact record 765's subject has a double space; a newquestion is stored whitespace-collapsed
+    assert contains_subject("Where was Wu Xinghuan born?", "Wu  Xinghuan")
+    assert contains_subject("where was wu  xinghuan born?", "Wu Xinghuan")
+    assert not contains_subject("Where was Wu Xing born?", "Wu  Xinghuan")
