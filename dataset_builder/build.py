@@ -251,6 +251,8 @@ def build_config(plan: ConfigPlan, settings: BuildSettings, generators: Generato
             if r["id"] not in lines:
                 excluded[r["id"]] = ("no line in the paraphrase file",
                                      f"no line for this record in {plan.paraphrases_from.name}")
+            elif isinstance(lines[r["id"]].get("left_out"), str):  # the writer's reason for writing nothing
+                excluded[r["id"]] = ("left out by the paraphrase writer", lines[r["id"]]["left_out"])
 
     # 2-3. wiki configs: subject_knowledge (target model), then newquestion
     paraphrased_text = {r["id"]: r["question"] for r in records}

@@ -1,7 +1,8 @@
 """Check a hand-written paraphrase file against its source records before a build: ``editprobe check-paraphrases``.
 
 A paraphrase file (JSON Lines, one line per record: ``id``, ``question_sha1``, six ``paraphrases``, and for
-the wiki configs ``newquestion``; optional ``topic``) is what people write when no strong generator model
+the wiki configs ``newquestion``; optional ``topic``; or ``{"id", "left_out": REASON}`` for a record the writer
+could not paraphrase, which the build reports with that reason) is what people write when no strong generator model
 is at hand. The build keeps a record out when any of its lines fails; this check says which line failed
 and by how much, so the writer can fix it first. It runs the build's own gates (same scheme file, same
 metrics, same embedder) and makes no model call besides the sentence embedder.
@@ -37,6 +38,7 @@ class LineProblem:
 class CheckResult:
     checked: int = 0
     passed: int = 0
+    left_out: int = 0
     problems: list[LineProblem] = field(default_factory=list)
     unknown_ids: list[str] = field(default_factory=list)
 
@@ -66,6 +68,9 @@ def check_paraphrase_file(path: Path | str, config: str, source: Path | str, *, 
         record = records.get(rid)
         if record is None:
             result.unknown_ids.append(rid)
+            continue
+        if isinstance(line.get("left_out"), str):  # a record the writer left out, with the reason
+            result.left_out += 1
             continue
         result.checked += 1
         before = len(result.problems)

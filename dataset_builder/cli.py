@@ -221,7 +221,8 @@ def check_paraphrases(paraphrase_files: tuple[Path, ...], config: str | None, so
             click.echo(f"{path}: {len(result.unknown_ids)} id(s) not in {src}: "
                        + ", ".join(result.unknown_ids[:5]) + (" ..." if len(result.unknown_ids) > 5 else ""))
         click.echo(f"{path}: {result.passed}/{result.checked} lines pass the {sch} gates "
-                   f"({len(result.problems)} problem(s))")
+                   f"({len(result.problems)} problem(s))" + (f"; {result.left_out} left out by the writer"
+                                                            if result.left_out else ""))
         failed = failed or bool(result.problems or result.unknown_ids)
     if failed:
         sys.exit(1)
