@@ -61,6 +61,8 @@ def convert(source_file: Path, out: Path, fmt: str | None) -> None:
 @out_option(help="Dataset folder to write (configs as JSONL, README.md card, build_report.json).")
 @data_dir_option()
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N records of each source.")
+@click.option("--configs", "only_configs", default=None, metavar="A,B",
+              help="With --recipe: build only these of its configs (comma-separated) [default: all].")
 @click.option("--seed", type=int, default=None, help="Seed of sampled regenerations [default: 0].")
 @click.option("--scheme", default=None, help="Six-level paraphrase scheme, a name of tasks/schemes/ or a YAML path "
                                              "[default: llama2].")
@@ -96,7 +98,7 @@ def convert(source_file: Path, out: Path, fmt: str | None) -> None:
 @click.option("--push-to-hub", "push_repo", default=None, metavar="REPO",
               help="Upload the dataset folder to this Hugging Face dataset repository (needs HF_TOKEN).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def build(recipe, source, config, out, data_dir, limit, seed, scheme, paraphrases_from, topics, target_model,
+def build(recipe, source, config, out, data_dir, limit, only_configs, seed, scheme, paraphrases_from, topics, target_model,
           backend, llm_model, base_url, api_key_env, temperature, workers, timeout, max_retries,
           retry_base_delay, max_tokens, max_attempts, cache_dir, llm_cache, push_repo, quiet) -> None:
     """Build the perturbation set: paraphrases, subject_knowledge, newquestions and topics, gated.
@@ -127,9 +129,18 @@ def build(recipe, source, config, out, data_dir, limit, seed, scheme, paraphrase
             overrides = {k: v for k, v in {"limit": limit, "topics": topics, "target_model": target_model}.items()
                          if v is not None}
             plans = [dataclasses.replace(p, **overrides) for p in loaded.plans]
+            if only_configs:
+                wanted = [c.strip() for c in only_configs.split(",") if c.strip()]
+                unknown = [c for c in wanted if c not in {p.config for p in plans}]
+                if unknown:
+                    raise click.UsageError(f"--configs: the recipe has no config {', '.join(unknown)} "
+                                           f"(it has {', '.join(p.config for p in plans)})")
+                plans = [p for p in plans if p.config in wanted]
             settings = loaded.settings
             if paraphrases_from is not None:
                 raise click.UsageError("--paraphrases-from goes with --source; a recipe names its own files")
+        elif only_configs:
+            raise click.UsageError("--configs goes with --recipe")
         else:
             if config is None:
                 raise click.UsageError("--source needs --config (zsre, wiki_recent or wiki_counterfact)")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (SmolLM2-135M-Instruct, CPU); run through `make demo`.
-#  1. build the sample perturbation set from the real source data (offline; zero model calls when the
+#  1. build the zsre config of the released perturbation set (the one it scores; `editprobe build --recipe
+#     release --out build/perturbations` builds all six) from the real source data (offline; zero model calls when the
 #     committed cache covers it) -> build/perturbations, loadable with load_dataset(path, "zsre");
 #  2. score the null control (the sampling-noise floor) and FT-M on a few ZsRE records (zsre-fast: 32 new
 #     tokens) and print the comparison table;
@@ -10,7 +11,7 @@ EP=.venv/bin/editprobe
 DATA="${EDITPROBE_DATA:-../shared/data}"
 N="${DEMO_RECORDS:-3}"
 
-$EP build --recipe release --data-dir "$DATA" --out build/perturbations
+$EP build --recipe release --configs zsre --data-dir "$DATA" --out build/perturbations
 
 for editor in null ft; do
   $EP run --task zsre-fast --editor "$editor" --limit "$N" --out "build/runs/$editor-zsre"

@@ -460,3 +460,19 @@ def test_check_paraphrases_names_each_failing_line_and_exits_1(data_dir, tmp_pat
     assert "lines pass the llama3 gates" in out
     res = CliRunner().invoke(main, ["check-paraphrases", str(tmp_path / "zsre.good.jsonl"), "--config", "nope"])
     assert res.exit_code == 2
+
+
+def test_recipe_build_of_chosen_configs(data_dir, tmp_path):
+    from editprobe.dataset_builder.cli import build as build_command
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(build_command, ["--recipe", "release", "--configs", "zsre,zsre_llama3", "--limit", "3",
+                                             "--out", str(out), "--data-dir", str(data_dir), "--quiet",
+                                             "--llm-cache", str(tmp_path / "llm")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "build_report.json").read_text())
+    assert list(report["configs"]) == ["zsre", "zsre_llama3"] and report["totals"]["kept"] == 6
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["zsre", "zsre_llama3"]
+    res = CliRunner().invoke(build_command, ["--recipe", "release", "--configs", "zsre,nope", "--out", str(out),
+                                             "--data-dir", str(data_dir)])
+    assert res.exit_code == 2 and "the recipe has no config nope" in res.output
