@@ -50,3 +50,13 @@ def test_source_record_schema_has_no_generated_fields(released):
     source = {k: v for k, v in released.items() if k not in ("generated_questions", "topic")}
     assert schema_errors(source, "source_record") == []
     assert schema_errors(source, "perturbation_record")  # the released form requires them
+
+
+def test_every_shipped_task_validates_and_names_a_known_config():
+    from editprobe.benchmark.tasks import load_task, task_files
+    from editprobe.formats import CONFIGS
+
+    names = [f.name.removesuffix(".yaml") for f in task_files()]
+    assert {"zsre_llama3", "wiki_recent_llama3", "wiki_counterfact_llama3"} <= set(names)
+    for name in names:
+        assert load_task(name).dataset_config in CONFIGS

@@ -120,7 +120,7 @@ def test_installed_wheel_runs_from_an_empty_directory(installed, data_dir, tmp_p
     built = _cli(installed, work, "build", "--recipe", "release", "--limit", "2", "--data-dir", str(data_dir),
                  "--out", "pset", "--quiet")
     assert built.returncode == 0, built.stderr
-    assert "zsre: 2 records in, 2 kept" in built.stdout and "LLM: 0 calls" in built.stdout
+    assert "zsre (scheme llama2): 2 records in, 2 kept" in built.stdout and "LLM: 0 calls" in built.stdout
 
     run = _cli(installed, work, "run", "--task", "zsre-fast", "--dataset", "pset", "--editor", "noop", "--limit", "1",
                "--out", "run", "--quiet")
