@@ -251,18 +251,22 @@ def knowedit_zsre(raw: dict, index: int, file: str) -> dict:
                    portability=_knowedit_probes(raw, "portability"))
 
 
+def _new_question_probe(raw: dict) -> list[dict]:
+    """The EasyEdit/GPT-4 ``portability`` block ({"New Question", "New Answer"}) as one probe, or none."""
+    port = raw.get("portability")
+    if not port:
+        return []
+    return [{"prompt": _text(port, "New Question", "portability.New Question"),
+             "answers": _answers(_get(port, "New Answer", "portability.New Answer"), "portability.New Answer"),
+             "kind": "New_Question"}]
+
+
 def mend_zsre(raw: dict, index: int, file: str) -> dict:
     """MEND/ROME ZsRE: subject, src, alt, answers, rephrase, loc ("nq question: ..."), loc_ans, portability."""
     aliases = _answers(_get(raw, "answers"), "answers")
     prompt = _text(raw, "src")
     loc = _text(raw, "loc").removeprefix("nq question:").strip()
-    portability = []
-    port = raw.get("portability")
-    if port:
-        portability.append({"prompt": _text(port, "New Question", "portability.New Question"),
-                            "answers": _answers(_get(port, "New Answer", "portability.New Answer"),
-                                                "portability.New Answer"),
-                            "kind": "New_Question"})
+    portability = _new_question_probe(raw)
     return _record("mend_zsre", file, index, prompt=prompt, question=prompt, answer=aliases[0],
                    aliases=aliases, alt=_text(raw, "alt"), subject=_text(raw, "subject"),
                    rephrase=_text(raw, "rephrase"),
@@ -367,13 +371,7 @@ def rome_counterfact(raw: dict, index: int, file: str) -> dict:
     prompts("generation_prompts")  # checked, not carried
     locality = ([{"prompt": p, "answers": [truth], "kind": "neighborhood"} for p in prompts("neighborhood_prompts")]
                 + [{"prompt": p, "answers": [alt], "kind": "attribute"} for p in prompts("attribute_prompts")])
-    portability = []
-    port = raw.get("portability")
-    if port:
-        portability.append({"prompt": _text(port, "New Question", "portability.New Question"),
-                            "answers": _answers(_get(port, "New Answer", "portability.New Answer"),
-                                                "portability.New Answer"),
-                            "kind": "New_Question"})
+    portability = _new_question_probe(raw)
     return _record("rome_counterfact", file, index, prompt=prompt, question=cloze_to_question(prompt),
                    answer=truth, aliases=[truth], alt=alt, subject=subject,
                    rephrase=paraphrases[0] if paraphrases else None, locality=locality, portability=portability)
