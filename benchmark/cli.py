@@ -291,3 +291,63 @@ def diagnose(name, list_, ci, limit, model, preset, device, data_dir, cache_dir,
             click.echo()
             click.echo(_table(doc[extra]))
     click.echo(f"\n{doc['seconds']:.0f} s; wrote {out / (doc['diagnostic'] + '.json')} and .png")
+
+
+@click.group()
+def train() -> None:
+    """Train editors that learn (MEND's hypernetwork) on a training split, never an evaluation set."""
+
+
+@train.command("mend")
+@model_option()
+@dtype_option()
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, ...")
+@click.option("--hparams", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="MEND hyper-parameter YAML (checked before anything loads).")
+@click.option("--preset", default=None, help="A shipped mend preset, or `defaults`; default: the model's entry in "
+                                             "tasks/hparams/models.yaml.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Optimiser updates (overrides train_steps; each update sees `accumulate` training edits).")
+@data_dir_option()
+@cache_dir_option("model copy")
+@out_option(help="Folder of mend.pt and hparams.yaml (a rerun after an interruption resumes from partial.pt there).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def train_mend(model, dtype, device, hparams, preset, steps, data_dir, cache_dir, out, quiet):
+    """Train MEND's networks for a model; `editprobe run --editor mend --hparams OUT/hparams.yaml` then uses them.
+
+    \b
+    Example:
+      editprobe train mend --steps 100 --out build/mend-smollm2
+    """
+    import dataclasses
+
+    import yaml
+
+    from editprobe.benchmark.editors import build_editor, choose_hparams
+    from editprobe.benchmark.editors.mend import resolve_data_path, train as train_networks
+    from editprobe.models import load_model
+
+    try:
+        choice = choose_hparams("mend", model, hparams_file=hparams, preset=preset)
+        editor = build_editor("mend", choice.hparams_file, choice.preset, cache_dir=cache_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    hp = editor.hparams
+    if steps is not None:
+        hp = dataclasses.replace(hp, train_steps=steps)
+    if data_dir is not None and hp.train_data.startswith("data:"):
+        hp = dataclasses.replace(hp, train_data=str(Path(data_dir).resolve() / hp.train_data.removeprefix("data:")))
+    data = resolve_data_path(hp.train_data)
+    if not data.is_file():
+        raise click.ClickException(f"{data}: MEND's training split is missing (set --data-dir or train_data)")
+    lm, tokenizer, info = load_model(model, dtype=dtype, device=device, cache_dir=cache_dir)
+    try:
+        path = train_networks(lm, tokenizer, hp, out, progress=None if quiet else lambda line: click.echo(line, err=True))
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(hp).items()}
+    settings["checkpoint"] = str(out.resolve())
+    (out / "hparams.yaml").write_text(f"# MEND networks trained for {info.id} by `editprobe train mend`\n"
+                                      + yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+    click.echo(f"wrote {path}; use it with: editprobe run --editor mend --hparams {out / 'hparams.yaml'} "
+               f"--model {model} ...")

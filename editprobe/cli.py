@@ -18,6 +18,7 @@ def main() -> None:
       convert / build    real editing benchmarks -> the six-level perturbation set (HF dataset)
       run / merge        score an editor on a model: standard metrics, U before/after, ΔU
       compare            side-by-side table of finished runs
+      train mend         train MEND's hypernetwork on CounterFact's training split
       diagnose           least-squares editing diagnostics (norms, KL ablation, null space, tracing)
       tasks              list, show, validate benchmark tasks
       submit / leaderboard   file runs; validate submissions, build the static site
@@ -37,8 +38,8 @@ PLUGIN_KINDS = {
 
 
 def _summary(obj) -> str:
-    """A plug-in's first docstring line: its own (a class or function), else its module's; an object's
-    ``description``."""
+    """A plug-in's first docstring paragraph on one line: its own (a class or function), else its module's; an
+    object's ``description``."""
     import sys
 
     if not isinstance(obj, type) and not callable(obj):
@@ -47,7 +48,8 @@ def _summary(obj) -> str:
         doc = obj.__dict__.get("__doc__") if isinstance(obj, type) else obj.__doc__
         doc = doc or getattr(sys.modules.get(obj.__module__), "__doc__", "")
     doc = (doc or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    first = doc.split("\n\n")[0] if doc else ""  # the first paragraph, however the docstring wraps it
+    return " ".join(line.strip() for line in first.splitlines())
 
 
 def _details(kind: str, name: str, obj) -> str:
@@ -92,11 +94,11 @@ def _plugin_group(kind: str, target: str, help_text: str) -> click.Group:
 
 
 def _register() -> None:
-    from editprobe.benchmark.cli import compare, diagnose, merge, run, tasks
+    from editprobe.benchmark.cli import compare, diagnose, merge, run, tasks, train
     from editprobe.dataset_builder.cli import build, check_paraphrases, convert
     from editprobe.leaderboard.cli import leaderboard, submit
 
-    for command in (convert, build, check_paraphrases, run, merge, compare, tasks, diagnose, submit, leaderboard):
+    for command in (convert, build, check_paraphrases, run, merge, compare, tasks, train, diagnose, submit, leaderboard):
         main.add_command(command)
     for kind, (target, help_text) in PLUGIN_KINDS.items():
         main.add_command(_plugin_group(kind, target, help_text))

@@ -27,6 +27,7 @@ def _small(name: str, cache) -> dict:
         "rome": {"layers": (1,), "mom2_adjustment": False, **ls},
         "memit": {"layers": (1, 2), **ls},
         "alphaedit": {"layers": (1,), "nullspace_threshold": 1.0, **ls},
+        "mend": {"rank": 8, "train_steps": 2, "accumulate": 2, "cache_dir": str(cache)},  # trains on first use
     }[name]
 
 
@@ -38,10 +39,10 @@ def requests(data_dir):
 
 
 def test_every_built_in_editor_is_covered():
-    assert set(EDITORS.names()) >= {"noop", "null", "ft", "kn", "ike", "rome", "memit", "alphaedit"}
+    assert set(EDITORS.names()) >= {"noop", "null", "ft", "kn", "ike", "rome", "memit", "alphaedit", "mend"}
 
 
-@pytest.mark.parametrize("name", ["noop", "null", "ft", "kn", "ike", "rome", "memit", "alphaedit"])
+@pytest.mark.parametrize("name", ["noop", "null", "ft", "kn", "ike", "rome", "memit", "alphaedit", "mend"])
 def test_editor_conformance(name, tokenizer, requests, tmp_path, embedder):
     model = tiny_llama_model(tokenizer)
     hp = _small(name, tmp_path / "cache")
@@ -90,10 +91,11 @@ def test_the_suite_names_every_broken_promise(tokenizer, requests):
     assert state_digest(model) == before  # put back after each broken check
 
 
-@pytest.mark.parametrize("name", ["ft", "kn"])
-def test_ft_and_kn_find_their_matrix_in_the_architecture_table(name, tokenizer, requests, tmp_path):
-    """No LLaMA path is hard-coded: on GPT-2 (Conv1D, weight stored (in, out)) both edit transformer.h.1.mlp.c_proj
-    and keep the contract."""
+@pytest.mark.parametrize("name", ["ft", "kn", "mend"])
+def test_ft_kn_and_mend_find_their_matrix_in_the_architecture_table(name, tokenizer, requests, tmp_path):
+    """No LLaMA path is hard-coded: on GPT-2 (Conv1D, weight stored (in, out)) FT and KN edit
+    transformer.h.1.mlp.c_proj, MEND both MLP matrices (c_fc, c_proj) of the last three blocks, and all keep the
+    contract."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -103,9 +105,24 @@ def test_ft_and_kn_find_their_matrix_in_the_architecture_table(name, tokenizer, 
                                        eos_token_id=tokenizer.eos_token_id)).eval()
     cls = EDITORS.get(name)
     hp = _small(name, tmp_path)
-    assert cls().hparams.module_template is None
+    assert getattr(cls().hparams, "module_template", getattr(cls().hparams, "module_templates", 0)) is None
     ran = check_editor(lambda: cls(**hp), model, tokenizer, requests, sequential=3)
     assert "failed_apply_leaves_no_change" in ran
     handle = cls(**hp).apply(model, tokenizer, [requests[0]])
-    assert set(handle.touched) <= {"transformer.h.1.mlp.c_proj.weight"} and handle.touched
+    if name == "mend":
+        assert handle.touched == [f"transformer.h.{i}.mlp.{m}.weight" for i in range(3) for m in ("c_fc", "c_proj")]
+    else:
+        assert set(handle.touched) <= {"transformer.h.1.mlp.c_proj.weight"} and handle.touched
     handle.restore()
+
+
+def test_every_built_in_editor_names_its_reference():
+    """`editprobe editors list` shows each editor's first docstring paragraph: every method other than the two
+    controls names its paper (authors and year)."""
+    import re
+
+    from editprobe.cli import _summary
+
+    for name in ("ft", "kn", "ike", "rome", "memit", "alphaedit", "mend"):
+        summary = _summary(EDITORS.get(name))
+        assert re.search(r"\(.*(19|20)\d\d", summary) and "\n" not in summary, (name, summary)

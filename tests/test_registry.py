@@ -78,7 +78,7 @@ def test_prefix_names_call_their_factory():
     assert issubclass(cls, EasyEditEditor) and cls.alg == "ROME"
     assert EDITORS.get("easyedit:ROME") is cls                      # built once
     with pytest.raises(RegistryError, match=r"unknown editor 'rome2'; known: noop, null, ft, kn, ike, rome, memit, "
-                                            r"alphaedit, easyedit:<NAME> \(or give package.module:Class\)"):
+                                            r"alphaedit, mend, easyedit:<NAME> \(or give package.module:Class\)"):
         EDITORS.get("rome2")
 
 

@@ -13,7 +13,7 @@ from editprobe.resources import files_with_suffix, read_yaml, stem, tasks_dir
 EDITORS: Registry[type[Editor]] = Registry("editor", "editprobe.editors", base=Editor)
 for _name, _target in (("noop", "noop:NoopEditor"), ("null", "noop:NullEditor"), ("ft", "ft:FTEditor"), ("kn", "kn:KNEditor"),
                        ("ike", "ike:IKEEditor"), ("rome", "rome:ROMEEditor"), ("memit", "memit:MEMITEditor"),
-                       ("alphaedit", "alphaedit:AlphaEditEditor")):
+                       ("alphaedit", "alphaedit:AlphaEditEditor"), ("mend", "mend:MENDEditor")):
     EDITORS.register(_name, f"editprobe.benchmark.editors.{_target}")
 EDITORS.register_prefix("easyedit", "editprobe.benchmark.editors.easyedit:easyedit_editor")
 

@@ -34,18 +34,25 @@ class Layout:
     blocks: str           # the ModuleList of decoder blocks
     mlp_out: str          # the MLP output projection, "{}" = layer index
     final_norm: str | None  # applied to the last block's output before the LM head
+    #: every weight matrix of the MLP, in forward order ("{}" = layer index): what MEND edits (EasyEdit's
+    #: inner_params name gate, up and down projections for LLaMA; MEND's own GPT configs both c_fc and c_proj)
+    mlp_all: tuple[str, ...] = ()
 
 
-_LLAMA_LIKE = Layout("model.layers", "model.layers.{}.mlp.down_proj", "model.norm")
+_LLAMA_LIKE = Layout("model.layers", "model.layers.{}.mlp.down_proj", "model.norm",
+                     ("model.layers.{}.mlp.gate_proj", "model.layers.{}.mlp.up_proj", "model.layers.{}.mlp.down_proj"))
 
 LAYOUTS: dict[str, Layout] = {
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
-    "gpt2": Layout("transformer.h", "transformer.h.{}.mlp.c_proj", "transformer.ln_f"),
-    "gptj": Layout("transformer.h", "transformer.h.{}.mlp.fc_out", "transformer.ln_f"),
-    "gpt_neox": Layout("gpt_neox.layers", "gpt_neox.layers.{}.mlp.dense_4h_to_h", "gpt_neox.final_layer_norm"),
+    "gpt2": Layout("transformer.h", "transformer.h.{}.mlp.c_proj", "transformer.ln_f",
+                   ("transformer.h.{}.mlp.c_fc", "transformer.h.{}.mlp.c_proj")),
+    "gptj": Layout("transformer.h", "transformer.h.{}.mlp.fc_out", "transformer.ln_f",
+                   ("transformer.h.{}.mlp.fc_in", "transformer.h.{}.mlp.fc_out")),
+    "gpt_neox": Layout("gpt_neox.layers", "gpt_neox.layers.{}.mlp.dense_4h_to_h", "gpt_neox.final_layer_norm",
+                       ("gpt_neox.layers.{}.mlp.dense_h_to_4h", "gpt_neox.layers.{}.mlp.dense_4h_to_h")),
 }
 
 _FINAL_NORM_GUESSES = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_layernorm")
@@ -140,6 +147,25 @@ def edit_site(model: torch.nn.Module, layer: int, module_template: str | None = 
     name = layout.mlp_out.format(layer)
     module = get_module(model, name)
     return EditSite(layer, name, module, weight_is_transposed(module))
+
+
+def mlp_sites(model: torch.nn.Module, layer: int, module_templates: tuple[str, ...] | None = None) -> list[EditSite]:
+    """Every MLP weight matrix of ``layer`` (the architecture table's ``mlp_all``, or ``module_templates``), each
+    as an :class:`EditSite` (so ``d_in``/``d_out`` and the orientation are right for nn.Linear and Conv1D alike)."""
+    if module_templates is None:
+        layout = resolve_layout(model)
+        if not layout.mlp_all:
+            raise ValueError(f"no MLP matrix list known for model_type {getattr(model.config, 'model_type', None)!r};"
+                             " set the editor's module_templates")
+        module_templates = layout.mlp_all
+    sites = []
+    for template in module_templates:
+        if "{}" not in template:
+            raise ValueError(f"module template {template!r} must contain '{{}}' where the layer index goes")
+        name = template.format(layer)
+        module = get_module(model, name)
+        sites.append(EditSite(layer, name, module, weight_is_transposed(module)))
+    return sites
 
 
 def decoder_blocks(model: torch.nn.Module, layout: Layout) -> torch.nn.ModuleList:
