@@ -58,7 +58,7 @@ def scatter(points: list[dict], path: Path, title: str) -> None:
         ax.axhline(0, color="#999999", lw=0.8, ls="--")
         ax.set_xlim(-0.05, 1.05)
         ax.set_xlabel("Edit Success (reliability) — higher is better")
-        ax.set_ylabel("ΔU — lower is better")
+        ax.set_ylabel("ΔU — nearer the null run is better")
         ax.set_title(title)
         if not shown:
             ax.text(0.5, 0.5, "no run with both numbers yet", ha="center", va="center", transform=ax.transAxes)

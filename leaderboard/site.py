@@ -31,8 +31,9 @@ MARKER = ".editprobe-site"
 N_EXAMPLES = 3
 METRIC_COLUMNS = (("reliability", "Edit Succ."), ("locality", "Locality"), ("portability", "Portability"),
                   ("fluency", "Fluency"))
-TABLE_FIELDS = ("rank", "model", "model_revision", "editor", "task", "task_version", "task_hash",
-                "reliability", "reliability_ci_low", "reliability_ci_high", "locality", "locality_ci_low",
+TABLE_FIELDS = ("rank", "status", "excess", "model", "model_revision", "editor", "task", "task_version", "task_hash",
+                "reliability", "reliability_ci_low", "reliability_ci_high", "adoption", "adoption_ci_low",
+                "adoption_ci_high", "locality", "locality_ci_low",
                 "locality_ci_high", "portability", "portability_ci_low", "portability_ci_high", "fluency",
                 "fluency_ci_low", "fluency_ci_high", "u_pre", "u_post", "delta_u", "delta_u_ci_low",
                 "delta_u_ci_high", "records", "ok", "failed", "date", "ranked", "flags", "page")
@@ -48,6 +49,15 @@ def _estimate(node: dict | None) -> dict:
     return node if isinstance(node, dict) else {"value": None, "ci_low": None, "ci_high": None}
 
 
+#: Edit Success (teacher-forced reliability, EasyEdit's token accuracy) at or above which a run's edits count as
+#: taken: the edited model gives most target tokens. Below it the run is listed as "edit did not take".
+EDIT_TAKES = 0.5
+#: The controls: shown, never ranked; ``null`` sets the noise floor of its model and task.
+CONTROLS = ("noop", "null")
+STATUS_TEXT = {"ranked": "ranked", "partial": "not ranked", "control": "control",
+               "did_not_take": "edit did not take", "no_floor": "no null run"}
+
+
 def run_row(run: Run) -> dict:
     """One overview-table row of an accepted run."""
     doc, p = run.doc, run.doc["provenance"]
@@ -56,26 +66,73 @@ def run_row(run: Run) -> dict:
            "model_revision": p["model"]["revision"], "editor": p["editor"]["name"], "task": p["task"]["name"],
            "task_version": p["task"]["version"], "task_hash": p["task"]["hash"],
            "u_pre": u["u_pre"]["value"], "u_post": u["u_post"]["value"], "delta_u": _estimate(u["delta_u"]),
+           "adoption": _estimate((doc.get("adoption") or {}).get("new_post")),
            "records": doc["counts"]["records"], "ok": doc["counts"]["ok"], "failed": doc["counts"]["failed"],
            "date": p["created"][:10], "created": p["created"], "flags": list(run.flags),
-           "ranked": not run.flags, "rank": None}
+           "ranked": False, "rank": None, "status": None, "status_note": "", "excess": None}
     for key, _ in METRIC_COLUMNS:
         row[key] = _estimate(doc["metrics"].get(key))
     return row
 
 
+def noise_floors(rows: list[dict]) -> dict[tuple, dict]:
+    """The complete (unflagged) ``null`` run of each (model, task, task hash): its ΔU and the half-width of its 95%
+    CI. With several, the latest."""
+    floors: dict[tuple, dict] = {}
+    for row in sorted(rows, key=lambda r: r["created"]):
+        d = row["delta_u"]
+        if row["editor"] == "null" and not row["flags"] and d["value"] is not None:
+            half = (d["ci_high"] - d["ci_low"]) / 2 if d["ci_low"] is not None and d["ci_high"] is not None else 0.0
+            floors[(row["model"], row["task"], row["task_hash"])] = {"delta_u": d["value"], "half_width": half}
+    return floors
+
+
+def classify(row: dict, floors: dict[tuple, dict]) -> None:
+    """Set a row's status and, for a ranked row, ``excess``: how far its ΔU lies from the null run's ΔU beyond
+    the null run's own sampling noise, ``max(0, |ΔU - ΔU_null| - h_null)``, whichever way ΔU moved (an editor
+    that collapses every answer to one string lowers U as surely as an unstable one raises it)."""
+    d, reliability = row["delta_u"]["value"], row["reliability"]["value"]
+    floor = floors.get((row["model"], row["task"], row["task_hash"]))
+    if row["flags"]:
+        row["status"], row["status_note"] = "partial", "; ".join(row["flags"])
+    elif row["editor"] in CONTROLS:
+        row["status"] = "control"
+        row["status_note"] = ("sets the noise floor" if row["editor"] == "null"
+                              else "no edit, same random numbers: ΔU must be 0")
+    elif reliability is None or reliability < EDIT_TAKES:
+        row["status"] = "did_not_take"
+        row["status_note"] = f"Edit Success {_fmt(reliability)} is below {EDIT_TAKES}"
+    elif floor is None or d is None:
+        row["status"], row["status_note"] = "no_floor", "no complete null run of this model and task to set the noise floor"
+    else:
+        row["status"], row["ranked"] = "ranked", True
+        row["excess"] = max(0.0, abs(d - floor["delta_u"]) - floor["half_width"])
+        row["distance"] = abs(d - floor["delta_u"])
+        row["status_note"] = (f"|ΔU − ΔU_null| = {_fmt(row['distance'])} against the null run's "
+                              f"{_signed(floor['delta_u'])} ± {_fmt(floor['half_width'])}")
+
+
+_STATUS_ORDER = ("ranked", "no_floor", "did_not_take", "control", "partial")
+
+
 def _order(row: dict) -> tuple:
-    """Default ranking: ranked runs first, by ΔU ascending (lower is better), ties by Edit Success."""
+    """Ranked runs first, by excess over the noise floor (then distance, then higher Edit Success); the rest
+    grouped by status, each by ΔU."""
     d, r = row["delta_u"]["value"], row["reliability"]["value"]
-    return (not row["ranked"], d is None, d if d is not None else 0.0, -(r if r is not None else -1.0),
-            row["model"], row["editor"])
+    return (_STATUS_ORDER.index(row["status"]), row["excess"] if row["excess"] is not None else 0.0,
+            row.get("distance", 0.0), d is None, d if d is not None else 0.0,
+            -(r if r is not None else -1.0), row["model"], row["editor"])
 
 
 def rank_rows(rows: list[dict]) -> list[dict]:
+    """Classify every row (see :func:`classify`) and number the ranked ones, per model and task together."""
+    floors = noise_floors(rows)
+    for row in rows:
+        classify(row, floors)
     rows = sorted(rows, key=_order)
     rank = 0
     for row in rows:
-        if row["ranked"] and row["delta_u"]["value"] is not None:
+        if row["ranked"]:
             rank += 1
             row["rank"] = rank
     return rows
@@ -83,9 +140,10 @@ def rank_rows(rows: list[dict]) -> list[dict]:
 
 def flat_row(row: dict) -> dict:
     """A row as CSV/JSON download fields."""
-    out = {k: row[k] for k in ("rank", "model", "model_revision", "editor", "task", "task_version", "task_hash",
-                               "u_pre", "u_post", "records", "ok", "failed", "date", "ranked", "page")}
-    for key in ("reliability", "locality", "portability", "fluency", "delta_u"):
+    out = {k: row[k] for k in ("rank", "status", "excess", "model", "model_revision", "editor", "task",
+                               "task_version", "task_hash", "u_pre", "u_post", "records", "ok", "failed", "date",
+                               "ranked", "page")}
+    for key in ("reliability", "adoption", "locality", "portability", "fluency", "delta_u"):
         est = row[key]
         out.update({key: est["value"], f"{key}_ci_low": est["ci_low"], f"{key}_ci_high": est["ci_high"]})
     out["flags"] = "; ".join(row["flags"])
@@ -323,15 +381,17 @@ def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | Non
     all_flat = [flat_row(r) for s in sections for r in s.rows]
     _write(stage / "data" / "all_runs.csv", to_csv(all_flat, TABLE_FIELDS))
     _write(stage / "data" / "all_runs.json", _json({"runs": all_flat}))
-    common = {"version": __version__, "n_runs": len(runs), "metric_columns": METRIC_COLUMNS}
+    common = {"version": __version__, "n_runs": len(runs), "metric_columns": METRIC_COLUMNS,
+              "edit_takes": EDIT_TAKES, "status_text": STATUS_TEXT}
     _write(stage / "index.html", env.get_template("index.html").render(root="", sections=sections, **common))
     pages.append(out / "index.html")
     markdown, source = guide_markdown(guide)
     _write(stage / "submit.html", env.get_template("submit.html").render(
         root="", body=render_markdown(markdown), source=source, **common))
     pages.append(out / "submit.html")
+    classified = {r["slug"]: r for r in rows}
     for run in runs:
-        pages.append(out / _run_page(run, env, stage, known, common))
+        pages.append(out / _run_page(run, env, stage, known, common, classified[run.slug]))
     for asset in (leaderboard_dir() / "static").iterdir():
         if asset.is_file() and not asset.name.endswith(".md"):
             (stage / "static").mkdir(exist_ok=True)
@@ -343,7 +403,7 @@ def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | Non
     return pages
 
 
-def _run_page(run: Run, env: Environment, stage: Path, known: dict[str, KnownTask], common: dict) -> str:
+def _run_page(run: Run, env: Environment, stage: Path, known: dict[str, KnownTask], common: dict, row: dict) -> str:
     doc = run.doc
     folder = stage / "runs" / run.slug
     task = known.get(doc["provenance"]["task"]["name"])
@@ -360,7 +420,7 @@ def _run_page(run: Run, env: Environment, stage: Path, known: dict[str, KnownTas
                                    else gzip_bytes(run.samples_bytes))
     failed = [{"id": x.get("id"), "error": x.get("error", "")} for x in run.samples if x.get("status") == "failed"]
     page = env.get_template("run.html").render(
-        root="../../", run=run, doc=doc, p=doc["provenance"], row=run_row(run), flags=run.flags,
+        root="../../", run=run, doc=doc, p=doc["provenance"], row=row, flags=run.flags,
         uncertainty=summary_rows(doc["uncertainty"]),
         breakdowns={g: summary_rows(doc["breakdowns"].get(g, {})) for g in ("topic", "level", "adoption")},
         examples=examples(run.samples, levels), failed=failed, **common)

@@ -358,19 +358,50 @@ def rows_of(html: str) -> list[str]:
     return [m for m in re.findall(r'<td class="editor"><a href="[^"]+">([^<]*)</a>', table)]
 
 
-def test_site_ranks_by_delta_u_with_unranked_runs_last(site):
+def _table_editors(html: str) -> list[str]:
+    unescape = {"&lt;": "<", "&gt;": ">", "&#34;": '"', "&#39;": "'", "&amp;": "&"}
+    return [re.sub("&[#a-z0-9]+;", lambda m: unescape[m.group(0)], e) for e in rows_of(html)]
+
+
+def expected_order(runs) -> tuple[list[str], dict[str, float]]:
+    """The ranking rule worked out here from the samples: runs with Edit Success >= 0.5 (and not a control, not
+    partial) by max(0, |ΔU - ΔU_null| - h_null); h_null is 0 here (the null run's post-edit U is its pre-edit U
+    times 1.02, so every bootstrap resample gives the same ΔU). Then: edit did not take, controls, partial."""
+    null = ratio_of_means(runs["null"][1])
+    complete = {n: d for n, (d, _) in runs.items() if d["provenance"]["limit"] is None}
+    ranked = [n for n, d in complete.items() if n not in ("noop", "null") and d["metrics"]["reliability"]["value"] >= 0.5]
+    excess = {n: abs(ratio_of_means(runs[n][1]) - null) for n in ranked}
+    did_not_take = [n for n, d in complete.items() if n not in ("noop", "null") and n not in ranked]
+    partial = sorted((n for n in runs if n not in complete), key=lambda n: ratio_of_means(runs[n][1]))
+    return sorted(ranked, key=excess.get) + did_not_take + ["null"] + partial, excess
+
+
+def test_site_ranks_taken_edits_by_their_distance_from_the_noise_floor(site):
     out, runs, _ = site
     html = (out / "index.html").read_text()
-    unescape = {"&lt;": "<", "&gt;": ">", "&#34;": '"', "&#39;": "'", "&amp;": "&"}
-    editors = [re.sub("&[#a-z0-9]+;", lambda m: unescape[m.group(0)], e) for e in rows_of(html)]
-    ranked = sorted((n for n, (d, _) in runs.items() if d["provenance"]["limit"] is None),
-                    key=lambda n: ratio_of_means(runs[n][1]))
-    unranked = sorted((n for n, (d, _) in runs.items() if d["provenance"]["limit"] is not None),
-                      key=lambda n: ratio_of_means(runs[n][1]))
-    assert editors == ranked + unranked
-    assert len(editors) == 5 and set(unranked) == {"noop", "ft"}
+    order, excess = expected_order(runs)
+    assert _table_editors(html) == order == ["ft-b", "ft-a", HOSTILE, "null", "ft", "noop"]
+    # ft-b lowers U by 18% and ft-a raises it by 37%: ranked by |ΔU - ΔU_null|, not by ΔU's sign
+    assert excess["ft-b"] < excess["ft-a"]
     ranks = re.findall(r'<td data-sort="(\d*)" class="rank">', html.split('id="table-zsre"', 1)[1])
-    assert ranks == ["1", "2", "3", "", ""]
+    assert ranks == ["1", "2", "", "", "", ""]
+    table = html.split('id="table-zsre"', 1)[1]
+    for badge in (">edit did not take</span>", ">control</span>", ">not ranked</span>"):
+        assert badge in table, badge
+    assert "How runs are ranked." in html and "max(0, |ΔU − ΔU<sub>null</sub>| − h<sub>null</sub>)" in html
+
+
+def test_without_a_null_run_nothing_is_ranked(tmp_path):
+    from editprobe.leaderboard.site import build
+    from tests.leaderboard_fixtures import TASKS, file_run, site_runs
+
+    for name, (doc, lines) in site_runs().items():
+        if name != "null":
+            file_run(tmp_path / "sub", doc, lines)
+    report, _ = build(tmp_path / "sub", tmp_path / "site", tasks_dir=TASKS)
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert report.ok and ">no null run</span>" in html
+    assert re.findall(r'<td data-sort="(\d*)" class="rank">', html.split('id="table-zsre"', 1)[1]) == [""] * 5
 
 
 def test_site_downloads_match_the_table(site):
@@ -383,7 +414,8 @@ def test_site_downloads_match_the_table(site):
         doc, lines = runs[row["editor"]]
         assert row["delta_u"] == pytest.approx(ratio_of_means(lines), rel=1e-9, abs=1e-12)
         assert row["records"] == len(lines)
-        assert row["ranked"] == (doc["provenance"]["limit"] is None)
+        assert row["ranked"] == (row["editor"] in ("ft-a", "ft-b"))
+        assert (row["excess"] is None) == (not row["ranked"])
     assert json.loads((out / "data" / "all_runs.json").read_text())["runs"] == data["runs"]
 
 

@@ -88,12 +88,14 @@ def ratio_of_means(lines: list[dict]) -> float:
 
 def site_runs() -> dict[str, tuple[dict, list[dict]]]:
     """The runs of the site tests, by editor name: the two real runs (--limit 2, so not ranked) and
-    three full-run variants, one with a hostile editor name and hostile hyper-parameters."""
+    four full-run variants: ``null`` (the noise floor, ΔU +2%), ``ft-a`` and ``ft-b`` (Edit Success 1.0), and one
+    with a hostile editor name and hostile hyper-parameters (a noop's Edit Success 0.25: its edit did not take)."""
     noop, noop_lines = load("zsre-noop")
     ft, ft_lines = load("zsre-ft")
     return {
         "noop": (noop, noop_lines),
         "ft": (ft, ft_lines),
+        "null": derive(noop, noop_lines, editor="null", post_scale=1.02, limit=None),
         "ft-a": derive(ft, ft_lines, editor="ft-a", post_scale=1.5, limit=None, hparams={"lr": 0.01}),
         "ft-b": derive(ft, ft_lines, editor="ft-b", post_scale=0.9, limit=None, hparams={"lr": 0.001}),
         HOSTILE: derive(noop, noop_lines, editor=HOSTILE, post_scale=1.2, limit=None,
