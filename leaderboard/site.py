@@ -307,6 +307,7 @@ class TaskSection:
     scatter: str
     heatmap: str
     levels: str
+    sequential: str = ""   # ΔU against the number of edits, when the task's runs are sequential
 
 
 def assign_slugs(runs: list[Run], submissions: Path | None) -> None:
@@ -329,7 +330,7 @@ def _label(row: dict, models: list[str]) -> str:
 
 
 def _figures(section_rows: list[dict], runs_by_slug: dict[str, Run], task: str, known: KnownTask | None,
-             models: list[str], out: Path) -> tuple[str, str, str]:
+             models: list[str], out: Path) -> tuple[str, ...]:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", task)
     names = (f"plots/{stem}-scatter.svg", f"plots/{stem}-topics.svg", f"plots/{stem}-levels.svg")
     plots.scatter([{"label": _label(r, models), "x": r["reliability"]["value"], "y": r["delta_u"]["value"],
@@ -349,7 +350,13 @@ def _figures(section_rows: list[dict], runs_by_slug: dict[str, Run], task: str, 
         curves.append({"label": _label(r, models), "ranked": r["ranked"],
                        "values": [_estimate(by_level.get(str(lvl), {}).get("delta_u"))["value"] for lvl in levels]})
     plots.level_curves(curves, levels, out / names[2], f"{task}: ΔU per paraphrase level")
-    return names
+    chains = [{"label": _label(r, models), "sequential": runs_by_slug[r["slug"]].doc["sequential"]}
+              for r in section_rows if runs_by_slug[r["slug"]].doc.get("sequential")]
+    if not chains:
+        return (*names, "")
+    sequential = f"plots/{stem}-sequential.svg"
+    plots.sequential_curves(chains, out / sequential, f"{task}: ΔU against the number of edits")
+    return (*names, sequential)
 
 
 def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | None = None,
@@ -372,7 +379,7 @@ def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | Non
     for task in task_names:
         task_rows = rank_rows([r for r in rows if r["task"] == task])
         models = sorted({r["model"] for r in task_rows})
-        names = _figures(task_rows, by_slug, task, known.get(task), models, stage) if task_rows else ("", "", "")
+        names = _figures(task_rows, by_slug, task, known.get(task), models, stage) if task_rows else ("", "", "", "")
         sections.append(TaskSection(task, known.get(task), task_rows, models,
                                     sorted({r["editor"] for r in task_rows}), *names))
         flat = [flat_row(r) for r in task_rows]

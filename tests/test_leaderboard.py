@@ -531,3 +531,30 @@ def test_demo_flow_is_two_commands(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"wrote 4 pages from 2 run(s) to {out}/index.html" in result.output
     assert len(list((out / "runs").iterdir())) == 2
+
+
+def test_a_sequential_run_gets_its_curve_on_the_overview(tmp_path):
+    """A task whose runs carry a ``sequential`` trajectory gets the ΔU-against-edits figure (drawn from it); a task
+    without one gets none."""
+    from editprobe.leaderboard.site import render_site
+    from tests.leaderboard_fixtures import site_runs, write_run
+
+    est = lambda v: {"value": v, "ci_low": v - 0.05, "ci_high": v + 0.05}  # noqa: E731
+    runs = []
+    for name, (doc, lines) in site_runs().items():
+        if name == "ft-a":
+            doc = {**doc, "sequential": {
+                "steps": [{"step": i, "id": f"r{i}", "delta_u": 0.01 * i, "reliability": 1.0, "weight_change": i,
+                           "edit_norm": 1.0} for i in range(1, 5)],
+                "panels": [{"step": s, "weight_change": s,
+                            **{g: {"n": 2, "delta_u": est(0.02 * s), "reliability": est(1.0), "locality": est(0.9)}
+                               for g in ("edited", "untouched")}} for s in (2, 4)],
+                "settings": None}}
+        runs.append(read_run(write_run(tmp_path / "runs" / path_component(name), doc, lines) / "results.json"))
+    render_site(runs, tmp_path / "site", known=load_known_tasks(TASKS))
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert 'src="plots/zsre-sequential.svg"' in html
+    svg = (tmp_path / "site" / "plots" / "zsre-sequential.svg").read_text()
+    assert "edits applied" in svg and "earlier edits" in svg
+    render_site([r for r in runs if "sequential" not in r.doc], tmp_path / "site2", known=load_known_tasks(TASKS))
+    assert "sequential.svg" not in (tmp_path / "site2" / "index.html").read_text()
