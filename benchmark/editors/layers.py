@@ -9,6 +9,7 @@ model_type     module (``{}`` = layer index)            weight                  
 =============  ======================================  ==========================  =========================
 llama, mistral ``model.layers.{}.mlp.down_proj``        nn.Linear ``(out, in)``     ``model.norm``
 qwen2, qwen3
+gemma(2), gemma3_text
 gpt2           ``transformer.h.{}.mlp.c_proj``          Conv1D ``(in, out)``        ``transformer.ln_f``
 gptj           ``transformer.h.{}.mlp.fc_out``          nn.Linear ``(out, in)``     ``transformer.ln_f``
 gpt_neox       ``gpt_neox.layers.{}.mlp.dense_4h_to_h`` nn.Linear ``(out, in)``     ``gpt_neox.final_layer_norm``
@@ -47,6 +48,9 @@ LAYOUTS: dict[str, Layout] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
+    "gemma": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,
+    "gemma3_text": _LLAMA_LIKE,   # Gemma 3: norms before and after the MLP; down_proj's output is still the value
     "gpt2": Layout("transformer.h", "transformer.h.{}.mlp.c_proj", "transformer.ln_f",
                    ("transformer.h.{}.mlp.c_fc", "transformer.h.{}.mlp.c_proj")),
     "gptj": Layout("transformer.h", "transformer.h.{}.mlp.fc_out", "transformer.ln_f",
