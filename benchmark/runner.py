@@ -49,7 +49,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     from editprobe.benchmark.measure import pre_edit_key as key
     from editprobe.benchmark.modes import (batches_of, run_batches, run_sequential, score_record as score,
                                            score_records)
-    from editprobe.benchmark.sampling import effective_settings, pinned_config
+    from editprobe.benchmark.sampling import effective_settings, pinned_config, prompt_format
     from editprobe.embeddings import Embedder
     from editprobe.models import load_model
     from editprobe.paths import default_cache_dir
@@ -121,8 +121,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         "model": info.as_dict(),
         "editor": {"name": cfg.editor, "hparams": editor.hparams_dict(), "preset": prepared.choice.preset,
                    "hparams_file": prepared.choice.hparams_file},
-        "generation": effective_settings(pinned_config(model, tokenizer, task.uncertainty.max_new_tokens),
-                                         task.uncertainty),
+        "generation": {**effective_settings(pinned_config(model, tokenizer, task.uncertainty.max_new_tokens),
+                                            task.uncertainty), "prompt_format": prompt_format(tokenizer, task.uncertainty)},
         "seeds": {"task_seed": task.seed, "bootstrap_seed": BOOTSTRAP_SEED}, "device": info.device,
         "limit": cfg.limit, "edit_batch": edit_batch_for(cfg, info.device) if editor.row_batchable else 1,
         "shard": {"index": cfg.shard_index, "count": cfg.num_shards} if cfg.num_shards > 1 else None,

@@ -69,6 +69,16 @@ class SeededNucleusSampler(LogitsProcessor):
         return out.scatter_(1, token, 0.0)
 
 
+def prompt_format(tokenizer, settings: UncertaintySettings) -> str:
+    """How :func:`render_prompts` presents a question to this model, in words (recorded in every results file): a
+    base model without a chat template gets the bare question, and the task's system prompt is then not applied."""
+    if not settings.chat_template:
+        return "bare question (the task asks for no chat template)"
+    if getattr(tokenizer, "chat_template", None) is None:
+        return "bare question (the tokenizer has no chat template, so no system prompt either)"
+    return "chat template with the task's system message" if settings.system_prompt else "chat template"
+
+
 def render_prompts(tokenizer, questions: list[str], settings: UncertaintySettings) -> list[str]:
     """The text fed to the model for each question (chat template with an explicit system message)."""
     if not settings.chat_template or getattr(tokenizer, "chat_template", None) is None:

@@ -65,3 +65,15 @@ def test_rome_edits_gemma_and_restores_it_bit_for_bit(gemma, tmp_path):
     handle.restore()
     assert after < before - 2.0, (before, after)
     assert state_digest(model) == digest
+
+
+def test_a_base_model_without_a_chat_template_gets_the_bare_question_and_says_so(gemma):
+    from editprobe.benchmark.sampling import prompt_format, render_prompts
+    from editprobe.benchmark.tasks import load_task
+
+    _, tokenizer, _ = gemma
+    settings = load_task("zsre-fast").uncertainty
+    assert settings.chat_template and settings.system_prompt
+    assert render_prompts(tokenizer, ["Who wrote Hamlet?"], settings) == ["Who wrote Hamlet?"]
+    assert prompt_format(tokenizer, settings) == ("bare question (the tokenizer has no chat template, so no system "
+                                                  "prompt either)")

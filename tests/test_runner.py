@@ -62,6 +62,7 @@ def test_ft_reuses_the_pre_edit_cache_and_edits(task_file, cache_dir, tmp_path):
     assert doc["provenance"]["editor"]["preset"] == "smollm2-135m"           # from tasks/hparams/models.yaml
     assert doc["provenance"]["generation"]["repetition_penalty"] == 1.0
     assert doc["provenance"]["generation"]["sampler"]["top_k"] == 0
+    assert doc["provenance"]["generation"]["prompt_format"] == "chat template with the task's system message"
     lines = _lines(tmp_path / "ft")
     assert all(x["edit"]["touched"] == ["model.layers.8.mlp.down_proj.weight"] for x in lines)
     # FT-M drives the target's NLL down: teacher-forced reliability after the edit is at least before.
