@@ -216,27 +216,40 @@ def target_nll(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -(logp * keep).sum() / keep.sum()
 
 
-class _Capture:
-    """Forward hooks keeping each site's input rows and output tensor, so the output gradient can be taken."""
+class _SiteHooks:
+    """A forward hook on every site while the context is open; subclasses say what each hook does."""
 
     def __init__(self, sites: list[EditSite]):
         self.sites = sites
-        self.inputs: dict[str, torch.Tensor] = {}
-        self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list = []
+
+    def hook_for(self, site: EditSite):
+        raise NotImplementedError
 
     def __enter__(self):
         for site in self.sites:
-            def hook(module, args, output, name=site.name):
-                self.inputs[name] = args[0].detach()
-                self.outputs[name] = output
-            self._handles.append(site.module.register_forward_hook(hook))
+            self._handles.append(site.module.register_forward_hook(self.hook_for(site)))
         return self
 
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+class _Capture(_SiteHooks):
+    """Keeps each site's input rows and output tensor, so the output gradient can be taken."""
+
+    def __init__(self, sites: list[EditSite]):
+        super().__init__(sites)
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+
+    def hook_for(self, site: EditSite):
+        def hook(module, args, output):
+            self.inputs[site.name] = args[0].detach()
+            self.outputs[site.name] = output
+        return hook
 
 
 def gradient_factors(model, tokenizer, sites: list[EditSite], requests: list[tuple[str, str]]
@@ -269,27 +282,20 @@ def gradient_factors(model, tokenizer, sites: list[EditSite], requests: list[tup
     return out, sum(losses) / len(losses)
 
 
-class _LowRankEdit:
-    """Forward hooks adding ``-(x u~^T) delta~`` to each site's output: the edited model, differentiable in the
-    factors, without writing any weight (what training back-propagates through)."""
+class _LowRankEdit(_SiteHooks):
+    """Adds ``-(x u~^T) delta~`` to each site's output: the edited model, differentiable in the factors, without
+    writing any weight (what training back-propagates through)."""
 
     def __init__(self, sites: list[EditSite], factors: dict[str, tuple[torch.Tensor, torch.Tensor]]):
-        self.sites, self.factors, self._handles = sites, factors, []
+        super().__init__(sites)
+        self.factors = factors
 
-    def __enter__(self):
-        for site in self.sites:
-            au, dt = self.factors[site.name]
+    def hook_for(self, site: EditSite):
+        au, dt = self.factors[site.name]
 
-            def hook(module, args, output, au=au, dt=dt):
-                x = args[0]
-                return output - ((x.float() @ au.T) @ dt).to(output.dtype)
-            self._handles.append(site.module.register_forward_hook(hook))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        def hook(module, args, output):
+            return output - ((args[0].float() @ au.T) @ dt).to(output.dtype)
+        return hook
 
 
 def weight_updates(networks: MENDNetworks, grads: dict[str, tuple[torch.Tensor, torch.Tensor]]
