@@ -164,6 +164,9 @@ def test_the_editor_trains_on_first_use_into_the_cache_and_then_reuses_it(tokeni
     assert len(said) == n  # loaded, not trained
     assert handle.diagnostics["checkpoint_updates"] == 2 and len(handle.touched) == 9
     handle.restore()
+    other_model = tiny_llama_model(tokenizer, seed=1)  # same shapes, other weights: not what the networks learned
+    with pytest.raises(ValueError, match="trained for 'llama-.*', not for this model"):
+        MENDEditor(_tiny_hp(tmp_path), checkpoint=str(found[0])).apply(other_model, tokenizer, [request])
     other = MENDEditor(_tiny_hp(tmp_path, cloc=0.5))  # another training setting: another key
     assert other.checkpoint_path(model, edit_sites(model, other.hparams))[0] != found[0]
     with pytest.raises(FileNotFoundError, match="train_if_missing"):

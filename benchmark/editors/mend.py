@@ -501,10 +501,13 @@ def cache_key(model, sites: list[EditSite], hp: MENDHparams) -> str:
     return h.hexdigest()[:16]
 
 
-def load_checkpoint(path: Path, sites: list[EditSite], hp: MENDHparams) -> tuple[MENDNetworks, dict]:
+def load_checkpoint(path: Path, model, sites: list[EditSite], hp: MENDHparams) -> tuple[MENDNetworks, dict]:
     state = torch.load(path, map_location=sites[0].weight.device, weights_only=True)
     if state.get("format") != FORMAT:
         raise ValueError(f"{path}: not an editprobe MEND checkpoint (format {state.get('format')!r})")
+    if state.get("model") != model_cache_name(model):
+        raise ValueError(f"{path}: MEND networks trained for {state.get('model')!r}, not for this model "
+                         f"({model_cache_name(model)!r}); train them for it with `editprobe train mend`")
     shapes = {s.name: [s.d_in, s.d_out] for s in sites}
     if state["shapes"] != shapes:
         raise ValueError(f"{path}: trained for matrices {sorted(state['shapes'])} with other shapes or names than this "
@@ -576,7 +579,7 @@ class MENDEditor(Editor):
                               f"SmolLM2-135M takes about {_duration(hp.train_steps * hp.accumulate * SECONDS_PER_EDIT)}"
                               "; the first update prints a measured estimate.")
             train(model, tokenizer, hp, path.parent, progress=self.progress, key=key)
-        self._loaded[str(path)] = load_checkpoint(path, sites, self.hparams)
+        self._loaded[str(path)] = load_checkpoint(path, model, sites, self.hparams)
         return self._loaded[str(path)]
 
     def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
