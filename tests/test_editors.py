@@ -112,7 +112,7 @@ def test_presets_come_from_the_model_table_or_an_explicit_choice(tmp_path):
     assert choose_hparams("alphaedit", str(local)).preset == "llama2-7b"
     with pytest.raises(ValueError, match=r"no preset for model 'someone/other-7b' .*--preset NAME .*llama2-7b"):
         choose_hparams("rome", "someone/other-7b")
-    with pytest.raises(ValueError, match=r"editor 'ft' has no preset 'llama2-7b' \(it has: ft-l-easyedit, ft-m-easyedit, smollm2-135m\)"):
+    with pytest.raises(ValueError, match=r"editor 'ft' has no preset 'llama2-7b' \(it has: ft-l-easyedit, ft-m-easyedit, gemma-3-270m, smollm2-135m\)"):
         choose_hparams("ft", "meta-llama/Llama-2-7b-hf")
     assert choose_hparams("rome", "someone/other-7b", preset=DEFAULTS).preset == DEFAULTS
     assert choose_hparams("noop", "someone/other-7b") == choose_hparams("null", "x")      # nothing to choose
