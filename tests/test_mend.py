@@ -163,6 +163,10 @@ def test_the_editor_trains_on_first_use_into_the_cache_and_then_reuses_it(tokeni
     handle = again.apply(model, tokenizer, [request])
     assert len(said) == n  # loaded, not trained
     assert handle.diagnostics["checkpoint_updates"] == 2 and len(handle.touched) == 9
+    # a second edit on top (sequential mode) changes the weights the cache key hashes: it must not train again
+    second = again.apply(model, tokenizer, [EditRequest("2", "The capital of Italy is", "Italy", "Paris", "Rome")])
+    assert len(said) == n and len(list((tmp_path / "cache" / "mend").rglob(CHECKPOINT))) == 1
+    second.restore()
     handle.restore()
     other_model = tiny_llama_model(tokenizer, seed=1)  # same shapes, other weights: not what the networks learned
     with pytest.raises(ValueError, match="trained for 'llama-.*', not for this model"):

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest
+from editprobe.paths import resolve_data_ref
 
 
 @dataclass(frozen=True)
@@ -126,22 +127,11 @@ def involves(demo: Demonstration, request: EditRequest) -> bool:
     return demo.prompt == request.prompt or demo.fact.startswith(request.prompt + " ")
 
 
-def resolve_pool_path(path: Path | str) -> Path:
-    """``data:REL`` is REL under the source-data folder ($EDITPROBE_DATA, default ../shared/data), so a preset can
-    name the training split without a machine's absolute path; anything else is a plain path."""
-    text = str(path)
-    if text.startswith("data:"):
-        from editprobe.paths import default_data_dir
-
-        return default_data_dir() / text.removeprefix("data:")
-    return Path(text)
-
-
 def read_pool(path: Path | str) -> list[dict]:
     """Pool examples from a JSONL of {prompt, target, rephrase?} or from EasyEdit's flattened CounterFact (a JSON
     array of {prompt, target_new, rephrase_prompt, locality_prompt, locality_ground_truth}, e.g. the training split
     ``counterfact_train.json``: never an evaluation set)."""
-    path = resolve_pool_path(path)
+    path = resolve_data_ref(path)
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
         examples = []

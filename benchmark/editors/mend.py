@@ -65,6 +65,7 @@ from editprobe.benchmark.editors.base import EditHandle, Editor, EditRequest, te
 from editprobe.benchmark.editors.context import model_cache_name
 from editprobe.benchmark.editors.layers import EditSite, decoder_blocks, mlp_sites, resolve_layout
 from editprobe.benchmark.metrics import target_token_ids
+from editprobe.paths import resolve_data_ref
 
 CHECKPOINT = "mend.pt"
 PARTIAL = "partial.pt"
@@ -397,7 +398,7 @@ def train(model, tokenizer, hp: MENDHparams, out_dir: Path, *, progress: Callabl
     out_dir.mkdir(parents=True, exist_ok=True)
     sites = edit_sites(model, hp)
     key = key or cache_key(model, sites, hp)
-    examples = read_training_edits(resolve_data_path(hp.train_data))
+    examples = read_training_edits(resolve_data_ref(hp.train_data))
     order = training_order(len(examples), hp.seed)
     networks = MENDNetworks(sites, hp).to(sites[0].weight.device)
     opt = _optimiser(networks, hp)
@@ -477,12 +478,6 @@ def edit_sites(model, hp: MENDHparams) -> list[EditSite]:
     return [site for layer in layers for site in mlp_sites(model, layer, hp.module_templates)]
 
 
-def resolve_data_path(text: str) -> Path:
-    from editprobe.benchmark.editors.ike import resolve_pool_path
-
-    return resolve_pool_path(text)
-
-
 def training_settings(hp: MENDHparams) -> dict:
     return {k: v for k, v in dataclasses.asdict(hp).items() if k not in NOT_TRAINING}
 
@@ -490,9 +485,10 @@ def training_settings(hp: MENDHparams) -> dict:
 def cache_key(model, sites: list[EditSite], hp: MENDHparams) -> str:
     """sha256 over the model's name, the edited matrices (names and values), every training setting and the
     training file's size and name: a checkpoint is reused only for what it was trained for."""
-    data = resolve_data_path(hp.train_data)
+    data = resolve_data_ref(hp.train_data)
     h = hashlib.sha256(FORMAT.encode())
-    h.update(json.dumps({"model": model_cache_name(model), "settings": training_settings(hp),
+    settings = {k: v for k, v in training_settings(hp).items() if k != "train_data"}  # the file counts, not its spelling
+    h.update(json.dumps({"model": model_cache_name(model), "settings": settings,
                          "data": [data.name, data.stat().st_size if data.exists() else None]},
                         sort_keys=True, default=list).encode())
     for s in sites:
@@ -528,7 +524,9 @@ class MENDEditor(Editor):
 
     def __init__(self, hparams=None, **overrides):
         super().__init__(hparams, **overrides)
-        self._loaded: dict[str, tuple[MENDNetworks, dict]] = {}
+        # per model object: the networks chosen at its first edit. The cache key hashes the edited weights, so it is
+        # computed once, on the model as first handed over; later (sequential) edits change those weights.
+        self._loaded: dict[int, tuple[MENDNetworks, dict]] = {}
         self.progress: Callable[[str], None] | None = _stderr
         # checked here, before any model loads: what the first edit would need
         hp = self.hparams
@@ -537,10 +535,9 @@ class MENDEditor(Editor):
             if not (path / CHECKPOINT if path.is_dir() else path).is_file():
                 raise FileNotFoundError(f"mend hyper-parameters: field 'checkpoint': no MEND checkpoint at {path} "
                                         "(write one with `editprobe train mend --out DIR`)")
-        elif not resolve_data_path(hp.train_data).is_file():
+        elif not (data := resolve_data_ref(hp.train_data)).is_file():
             # the cache key covers the training file, so without it no cached checkpoint can match either
-            raise FileNotFoundError(f"mend hyper-parameters: field 'train_data': {resolve_data_path(hp.train_data)} "
-                                    "does not exist (CounterFact's training split; the data folder is "
+            raise FileNotFoundError(f"mend hyper-parameters: field 'train_data': {data} does not exist (CounterFact's training split; the data folder is "
                                     "$EDITPROBE_DATA, default ../shared/data)")
 
     @property
@@ -559,10 +556,10 @@ class MENDEditor(Editor):
         return self.cache_dir / "mend" / model_cache_name(model) / key / CHECKPOINT, key
 
     def networks(self, model, tokenizer, sites: list[EditSite]) -> tuple[MENDNetworks, dict]:
-        path, key = self.checkpoint_path(model, sites)
-        cached = self._loaded.get(str(path))
+        cached = self._loaded.get(id(model))
         if cached is not None:
             return cached
+        path, key = self.checkpoint_path(model, sites)
         if not path.exists():
             if key is None:
                 raise FileNotFoundError(f"MEND checkpoint {path} does not exist (write one with `editprobe train "
@@ -579,8 +576,8 @@ class MENDEditor(Editor):
                               f"SmolLM2-135M takes about {_duration(hp.train_steps * hp.accumulate * SECONDS_PER_EDIT)}"
                               "; the first update prints a measured estimate.")
             train(model, tokenizer, hp, path.parent, progress=self.progress, key=key)
-        self._loaded[str(path)] = load_checkpoint(path, model, sites, self.hparams)
-        return self._loaded[str(path)]
+        self._loaded[id(model)] = load_checkpoint(path, model, sites, self.hparams)
+        return self._loaded[id(model)]
 
     def apply(self, model, tokenizer, requests: list[EditRequest]) -> EditHandle:
         sites = edit_sites(model, self.hparams)
