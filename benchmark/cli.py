@@ -50,11 +50,15 @@ def summary_table(rows: list[tuple[str, dict]]) -> str:
 @click.option("--edit-batch", type=click.IntRange(min=1), default=None,
               help="Single mode: measure N records' edits in one batch (each row sees only its record's edit); "
                    "default per device (cpu 1, cuda 16).")
+@click.option("--target-batch", type=click.IntRange(min=1), default=None,
+              help="ROME, MEMIT, AlphaEdit: optimise the target vectors of N edits in one batch where a step edits "
+                   "several records (--edit-batch > 1, batch mode); each as if alone, equal up to float rounding; "
+                   "default per device (cpu 1, cuda 16).")
 @cache_dir_option("model copy, pre-edit passes, editor statistics")
 @out_option(help="Run folder: results.json and samples.jsonl (a rerun resumes it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(task, editor, hparams, preset, model, dtype, device, limit, dataset_path, num_shards, shard_index, edit_batch,
-        cache_dir, out, quiet):
+        target_batch, cache_dir, out, quiet):
     """Score an editor on a model against a task; writes results.json and samples.jsonl.
 
     Rerunning the same command after an interruption continues where it stopped. Bad input (task file, editor
@@ -76,7 +80,8 @@ def run(task, editor, hparams, preset, model, dtype, device, limit, dataset_path
         raise click.BadParameter(f"shard index {shard_index} is not below the shard count {num_shards}")
     cfg = RunConfig(task=task, editor=editor, output_dir=out, model=model, hparams=hparams, preset=preset, dtype=dtype,
                     device=device, limit=limit, num_shards=num_shards, shard_index=shard_index,
-                    dataset_path=dataset_path, cache_dir=cache_dir, edit_batch=edit_batch)
+                    dataset_path=dataset_path, cache_dir=cache_dir, edit_batch=edit_batch,
+                    target_batch=target_batch)
     try:
         doc = run_benchmark(cfg, progress=not quiet)
     except (ValueError, FileNotFoundError) as exc:

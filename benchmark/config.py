@@ -33,6 +33,7 @@ class RunConfig:
     dataset_path: str | None = None
     cache_dir: Path | None = None
     edit_batch: int | None = None      # records measured per batch in single mode; None: EDIT_BATCH[device type]
+    target_batch: int | None = None    # ROME/MEMIT/AlphaEdit target vectors optimised together; None: TARGET_BATCH[...]
 
 
 #: Records whose single edits are measured in one batch, per device type. CPU: 1, measured on the 2-core box
@@ -43,6 +44,16 @@ EDIT_BATCH = {"cpu": 1, "cuda": 16}
 
 def edit_batch_for(cfg: RunConfig, device: str) -> int:
     return cfg.edit_batch or EDIT_BATCH.get(device.split(":")[0], 1)
+
+
+#: Target vectors (ROME's v*, MEMIT's and AlphaEdit's z*) optimised in one batch where a step edits several
+#: records (single mode with an edit batch, batch mode), per device type. CPU: 1, the reference's one after
+#: another (``benchmarks/ls_edit_speed.py --targets`` measures the batched optimisation there); CUDA: 16.
+TARGET_BATCH = {"cpu": 1, "cuda": 16}
+
+
+def target_batch_for(cfg: RunConfig, device: str) -> int:
+    return cfg.target_batch or TARGET_BATCH.get(device.split(":")[0], 1)
 
 
 @dataclass(frozen=True)

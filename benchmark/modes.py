@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -252,7 +253,7 @@ def score_records(model, tokenizer, items: list[tuple[int, dict]], task, editor,
     weights restored; then every record's post-edit pass runs in one batch in which its rows see only its own edit.
     Returns the same lines as :func:`score_record`, one per item."""
     from editprobe.benchmark.measure import measure_many
-    from editprobe.benchmark.multiedit import RowDeltas, capture_delta
+    from editprobe.benchmark.multiedit import RowDeltas
     from editprobe.benchmark.sampling import ActiveRows
 
     t0 = time.perf_counter()
@@ -265,25 +266,13 @@ def score_records(model, tokenizer, items: list[tuple[int, dict]], task, editor,
     pre_seconds = (time.perf_counter() - t0) / len(items)
     lines: dict[str, dict] = {}
     edited = []                       # (line, record, request, delta, diagnostics, touched, edit seconds)
-    for position, record in items:
-        line = {"id": record["id"], "position": position, "topic": record["topic"]}
-        request = request_for(record)
-        t1 = time.perf_counter()
-        handle = None
-        try:
-            handle = editor.apply(model, tokenizer, [request])
-            delta = capture_delta(model, handle)
-        except RestoreError:
-            raise
-        except Exception as exc:
-            if handle is not None:
-                handle.restore()
-            log.error("record %s: %s: %s", record["id"], type(exc).__name__, exc)
-            lines[record["id"]] = {**line, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            continue
-        handle.restore()
-        edited.append((line, record, request, delta, jsonable(handle.diagnostics), handle.touched,
-                       time.perf_counter() - t1))
+    # ROME, MEMIT, AlphaEdit: the target vectors of all the records' edits in one batched optimisation
+    prepare = getattr(editor, "batched_targets", None)
+    targets = (prepare(model, tokenizer, [request_for(r) for _, r in items]) if prepare is not None
+               else contextlib.nullcontext())
+    with targets as prepared:
+        shared = getattr(prepared, "seconds", 0.0) / len(items)   # each record's share of the batched optimisation
+        _edit_each(model, tokenizer, items, editor, lines, edited, shared)
     if edited:
         t2 = time.perf_counter()
         m, k = len(task.uncertainty.levels), task.uncertainty.samples_per_paraphrase
@@ -302,3 +291,28 @@ def score_records(model, tokenizer, items: list[tuple[int, dict]], task, editor,
                                    "edit": {"diagnostics": diagnostics, "touched": touched},
                                    "seconds": {"pre": pre_seconds, "edit": edit_seconds, "post": post_seconds}}
     return [lines[r["id"]] for _, r in items]
+
+
+def _edit_each(model, tokenizer, items, editor, lines: dict, edited: list, shared_seconds: float) -> None:
+    """Apply each record's edit alone, keep its weight change (``edited``) and restore; failures go to ``lines``."""
+    from editprobe.benchmark.multiedit import capture_delta
+
+    for position, record in items:
+        line = {"id": record["id"], "position": position, "topic": record["topic"]}
+        request = request_for(record)
+        t1 = time.perf_counter()
+        handle = None
+        try:
+            handle = editor.apply(model, tokenizer, [request])
+            delta = capture_delta(model, handle)
+        except RestoreError:
+            raise
+        except Exception as exc:
+            if handle is not None:
+                handle.restore()
+            log.error("record %s: %s: %s", record["id"], type(exc).__name__, exc)
+            lines[record["id"]] = {**line, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        handle.restore()
+        edited.append((line, record, request, delta, jsonable(handle.diagnostics), handle.touched,
+                       time.perf_counter() - t1 + shared_seconds))

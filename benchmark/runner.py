@@ -24,7 +24,7 @@ import numpy as np
 
 from editprobe import __version__, git_hash
 from editprobe.benchmark.aggregate import BOOTSTRAP_SEED, results_document
-from editprobe.benchmark.config import (RUNNABLE_MODES, Prepared, RunConfig, edit_batch_for,  # noqa: F401
+from editprobe.benchmark.config import (RUNNABLE_MODES, Prepared, RunConfig, edit_batch_for, target_batch_for,  # noqa: F401
                                         load_records, prepare, select, shard_from_environment)
 from editprobe.benchmark.storage import (PreEditCache, append_line, claim_output_dir, jsonable, read_samples,
                                          rewrite_clean, write_json)
@@ -73,6 +73,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                              f"records must follow the {first} edited ones, the split has {len(records) - first}")
     model, tokenizer, info = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, cache_dir=cfg.cache_dir)
     embedder = Embedder(task.uncertainty.embedding_model, device=info.device)
+    if hasattr(editor, "target_batch"):   # target vectors of one multi-edit call, optimised this many at a time
+        editor.target_batch = target_batch_for(cfg, info.device)
     pre_cache = PreEditCache(cfg.cache_dir or default_cache_dir(), key(task, fingerprint, info, model))
     setup_seconds = time.perf_counter() - started
 
@@ -125,6 +127,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                                             task.uncertainty), "prompt_format": prompt_format(tokenizer, task.uncertainty)},
         "seeds": {"task_seed": task.seed, "bootstrap_seed": BOOTSTRAP_SEED}, "device": info.device,
         "limit": cfg.limit, "edit_batch": edit_batch_for(cfg, info.device) if editor.row_batchable else 1,
+        "target_batch": getattr(editor, "target_batch", 1),
         "shard": {"index": cfg.shard_index, "count": cfg.num_shards} if cfg.num_shards > 1 else None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -89,6 +89,10 @@ class MEMITEditor(LocateEditEditor):
     modes = ("single", "sequential", "batch")
     Hparams = MEMITHparams
 
+    def target_insertion(self, model, layout: Layout) -> tuple[torch.nn.Module, int]:
+        layer = max(self.hparams.layers)
+        return decoder_blocks(model, layout)[layer], layer
+
     def layer_update(self, model, site, keys: torch.Tensor, resid: torch.Tensor, moments: dict) -> torch.Tensor:
         moment = moments[site.name].moment() if site.name in moments else None
         return least_squares_update(keys, resid, moment, self.hparams.mom2_update_weight)
@@ -130,7 +134,7 @@ class MEMITEditor(LocateEditEditor):
         moments = self.second_moments(model, tokenizer, sites) if self.needs_moments() else {}
         t_cov = time.perf_counter()
         z_layer = sites[-1].layer
-        targets = [compute_z(model, tokenizer, r, z_layer, templates, layout, hp) for r in requests]
+        targets = self.targets(model, tokenizer, requests, templates, layout)   # compute_z for each, batched
         z_star = torch.stack([t.value for t in targets])                                   # [n, d]
         t_z = time.perf_counter()
         per_layer = []
@@ -153,6 +157,6 @@ class MEMITEditor(LocateEditEditor):
             residual_norm=(z_star - z_final).norm(dim=1).tolist(),       # ||z* - z|| per request after it
             z_delta_norm=[t.delta_norm for t in targets], z_init_norm=[float(t.init.norm()) for t in targets],
             nll_first=[t.nll[0] for t in targets],
-            nll_last=[t.nll[-1] for t in targets], z_steps=[t.steps for t in targets], per_layer=per_layer,
+            nll_last=[t.nll[-1] for t in targets], z_steps=[t.steps for t in targets], z_batch=[t.batch for t in targets], per_layer=per_layer,
             seconds={"templates": t_ctx - t_start, "covariance": t_cov - t_ctx, "z": t_z - t_cov,
                      "updates": time.perf_counter() - t_z})

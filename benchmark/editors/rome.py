@@ -26,6 +26,7 @@ MEMIT and AlphaEdit reuse the key, target and layer-skipping pieces from here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from editprobe.benchmark.editors.context import context_templates, model_cache_n
 from editprobe.benchmark.editors.covariance import SecondMoment, second_moments
 from editprobe.benchmark.editors.layers import EditSite, Layout, decoder_blocks, edit_site, get_module, resolve_layout
 from editprobe.benchmark.metrics import target_token_ids
+
+log = logging.getLogger("editprobe.run")
 
 
 @dataclass(frozen=True)
@@ -140,31 +143,50 @@ def key_batch(tokenizer, requests: list[EditRequest], templates: list[str], devi
     return PromptBatch(ids, mask, torch.tensor(lookup, device=device))
 
 
-def target_batch(tokenizer, request: EditRequest, templates: list[str], device) -> tuple[PromptBatch, int]:
-    """ROME's optimisation batch: one row per template (prompt + target minus its last token) + the KL row.
+@dataclass
+class TargetBatch:
+    """ROME's optimisation rows for several requests, request after request, in one right-padded batch."""
+
+    rows: PromptBatch
+    owner: torch.Tensor            # [B] the request each row belongs to
+    label_owner: torch.Tensor      # [N] the request each teacher-forced position belongs to
+    first_rows: torch.Tensor       # [n] each request's plain-prompt row (the first template's), where v_init is read
+    kl_rows: torch.Tensor          # [n] each request's essence row
+    target_lens: list[int]         # [n] target tokens per request
+
+
+def target_batch(tokenizer, requests: list[EditRequest], templates: list[str], device) -> TargetBatch:
+    """ROME's optimisation batch: per request, one row per template (prompt + target minus its last token) and
+    the KL row ``"{subject} is a"``; the requests follow one another.
 
     Targets are tokenised as ``editprobe.benchmark.metrics`` scores them (prompt and ``" " + target`` together), so the
-    optimised positions are exactly the ones Edit Success reads. Returns the batch and the target length.
+    optimised positions are exactly the ones Edit Success reads.
     """
-    rows, lookup, lrow, lpos, lid = [], [], [], [], []
-    _, end = subject_span(request.prompt, request.subject)
-    target_len = 0
-    for i, t in enumerate(templates):
-        text, at = contextualise(t, request.prompt)
-        prompt_ids, target_ids = target_token_ids(tokenizer, text, request.target)
-        target_len = len(target_ids)
-        rows.append(prompt_ids + target_ids[:-1])
-        lookup.append(subject_last_token(tokenizer, text, at + end))
-        for j, tok in enumerate(target_ids):
-            lrow.append(i)
-            lpos.append(len(prompt_ids) - 1 + j)   # the position that predicts target token j
-            lid.append(tok)
-    kl_text = f"{request.subject} is a"                # ROME's essence prompt
-    rows.append(tokenizer(kl_text)["input_ids"])
-    lookup.append(subject_last_token(tokenizer, kl_text, len(request.subject)))
+    rows, lookup, owner, lrow, lpos, lid, lown, first, kl, lens = [], [], [], [], [], [], [], [], [], []
+    for b, request in enumerate(requests):
+        _, end = subject_span(request.prompt, request.subject)
+        first.append(len(rows))
+        for t in templates:
+            text, at = contextualise(t, request.prompt)
+            prompt_ids, target_ids = target_token_ids(tokenizer, text, request.target)
+            for j, tok in enumerate(target_ids):
+                lrow.append(len(rows))
+                lpos.append(len(prompt_ids) - 1 + j)   # the position that predicts target token j
+                lid.append(tok)
+                lown.append(b)
+            rows.append(prompt_ids + target_ids[:-1])
+            lookup.append(subject_last_token(tokenizer, text, at + end))
+            owner.append(b)
+        lens.append(len(target_ids))
+        kl_text = f"{request.subject} is a"                # ROME's essence prompt
+        kl.append(len(rows))
+        rows.append(tokenizer(kl_text)["input_ids"])
+        lookup.append(subject_last_token(tokenizer, kl_text, len(request.subject)))
+        owner.append(b)
     ids, mask = _pad(rows, _pad_id(tokenizer), device)
     as_t = lambda xs: torch.tensor(xs, device=device, dtype=torch.long)  # noqa: E731
-    return PromptBatch(ids, mask, as_t(lookup), as_t(lrow), as_t(lpos), as_t(lid)), target_len
+    return TargetBatch(PromptBatch(ids, mask, as_t(lookup), as_t(lrow), as_t(lpos), as_t(lid)), as_t(owner),
+                       as_t(lown), as_t(first), as_t(kl), lens)
 
 
 def _pad_id(tokenizer) -> int:
@@ -272,6 +294,7 @@ class TargetVector:
     seconds: float
     skipped_lower_layers: bool
     loss_last: float = float("nan")   # the total loss at the last step (early stop: below v_early_stop_loss)
+    batch: int = 1                    # requests optimised together (seconds: the batch's time over them)
 
 
 def optimise_target(model, tokenizer, request: EditRequest, templates: list[str], insert_at: torch.nn.Module,
@@ -284,77 +307,118 @@ def optimise_target(model, tokenizer, request: EditRequest, templates: list[str]
     the ball ``||delta|| <= clamp_norm_factor * ||init||``. ``insert_at`` sits in block ``start_block``.
     ``extra_loss(delta, init)``, when given, is added to the loss (the preservation diagnostic's beta L_kp).
     """
+    return optimise_targets(model, tokenizer, [request], templates, insert_at, start_block, layout, hp,
+                            extra_loss)[0]
+
+
+def optimise_targets(model, tokenizer, requests: list[EditRequest], templates: list[str], insert_at: torch.nn.Module,
+                     start_block: int, layout: Layout, hp, extra_loss=None) -> list[TargetVector]:
+    """:func:`optimise_target` for several requests at once, each as if alone: one batched optimisation.
+
+    The requests' problems are independent: row r of the batch inserts ``delta[owner[r]]`` at its own subject
+    token, each request's loss reads only its own rows, and Adam works element by element, so the gradient and
+    every step of ``delta[b]`` are those of request b optimised alone (up to float rounding: the batch pads to
+    its longest row and sums over more rows). A request stops, as alone, at the first step whose loss is below
+    ``v_early_stop_loss`` or at the last step; it is frozen from then on while the others go on. The clamp is
+    per request. One request takes exactly the one-at-a-time arithmetic. ``extra_loss`` needs a single request.
+    """
     if hp.v_num_grad_steps < 1:
         raise ValueError(f"v_num_grad_steps must be at least 1, got {hp.v_num_grad_steps}")
+    if not requests:
+        return []
+    n = len(requests)
+    if extra_loss is not None and n != 1:
+        raise ValueError("extra_loss is defined for one request at a time")
     t0 = time.perf_counter()
     device = next(model.parameters()).device
-    batch, target_len = target_batch(tokenizer, request, templates, device)
+    tb = target_batch(tokenizer, requests, templates, device)
+    batch = tb.rows
     n_rewrite = len(templates)
     rows = torch.arange(len(batch.ids), device=device)
     width = model.get_output_embeddings().weight.shape[1]          # residual width = the inserted vector's size
     # delta is optimised in float32 whatever the model's dtype (in float16 Adam's eps underflows and the first
     # step turns delta into NaN); it is cast to the activations' dtype where it is inserted.
-    delta = torch.zeros(width, dtype=torch.float32, device=device, requires_grad=True)
+    delta = torch.zeros(n, width, dtype=torch.float32, device=device, requires_grad=True)   # [n, d]
     init: list[torch.Tensor] = []
+    labels = [torch.nonzero(tb.label_owner == b).flatten() for b in range(n)]
 
     def insert(module, args, out):
         h = out[0] if isinstance(out, tuple) else out                            # [B, T, d]
-        if not init:
-            init.append(h[0, batch.lookup[0]].detach().float().clone())          # v_init: the plain prompt
+        if not init:                                                             # v_init: each plain prompt
+            init.append(h[tb.first_rows, batch.lookup[tb.first_rows]].detach().float().clone())   # [n, d]
         at = torch.zeros(h.shape[:2] + (1,), dtype=h.dtype, device=h.device)    # [B, T, 1]
         at[rows, batch.lookup] = 1
-        h = h + at * delta.to(h.dtype)
+        added = delta[0] if n == 1 else delta[tb.owner].unsqueeze(1)            # [d] or [B, 1, d]
+        h = h + at * added.to(h.dtype)
         return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
 
     skip = bool(hp.skip_lower_layers and layout.final_norm is not None)
     handle = insert_at.register_forward_hook(insert)
-    nll_trace: list[float] = []
-    steps, loss_last = 0, float("nan")
+    traces: list[list[float]] = [[] for _ in range(n)]
+    steps, loss_last = [0] * n, [float("nan")] * n
+    done = [False] * n
     try:
         with frozen_parameters(model):
             upper = UpperLayers(model, layout, batch.ids, batch.mask, start_block) if skip else None
             opt = torch.optim.Adam([delta], lr=hp.v_lr)
-            kl_row = torch.tensor([len(batch.ids) - 1], device=device)
             kl_init = None
             for it in range(hp.v_num_grad_steps):
                 opt.zero_grad()
                 if upper is not None:
                     hidden = upper.run()
                     logits = upper.logits_at(batch.label_rows, batch.label_pos, hidden)            # [N, V]
-                    kl_logits = upper.logits_at(kl_row, batch.lookup[kl_row], hidden)             # [1, V]
+                    kl_logits = upper.logits_at(tb.kl_rows, batch.lookup[tb.kl_rows], hidden)     # [n, V]
                 else:  # ROME's original: the whole model every step
                     full = model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
                     logits = full[batch.label_rows, batch.label_pos]
-                    kl_logits = full[kl_row, batch.lookup[kl_row]]
-                v_init = init[0]
+                    kl_logits = full[tb.kl_rows, batch.lookup[tb.kl_rows]]
+                v_init = init[0]                                                                   # [n, d]
                 log_probs = logits.float().log_softmax(-1)
                 token_nll = -log_probs[torch.arange(len(logits)), batch.label_ids]                 # [N]
-                nll = token_nll.sum() / (n_rewrite * target_len)   # mean over prompts of the per-token NLL
-                kl_log_probs = kl_logits.float().log_softmax(-1)
+                kl_log_probs = kl_logits.float().log_softmax(-1)                                   # [n, V]
                 if kl_init is None:
                     kl_init = kl_log_probs.detach().clone()
-                kl = hp.kl_factor * F.kl_div(kl_init, kl_log_probs, log_target=True, reduction="batchmean")
-                decay = hp.v_weight_decay * (delta.norm() / v_init.norm() ** 2)
-                loss = nll + kl + decay
-                if extra_loss is not None:
-                    loss = loss + extra_loss(delta, v_init)
-                nll_trace.append(float(nll.detach()))
-                loss_last = float(loss.detach())
-                steps = it + 1
-                if float(loss.detach()) < hp.v_early_stop_loss or it == hp.v_num_grad_steps - 1:
+                total = None
+                for b in range(n):
+                    if done[b]:
+                        continue
+                    own = token_nll if n == 1 else token_nll[labels[b]]
+                    nll = own.sum() / (n_rewrite * tb.target_lens[b])   # mean over prompts of the per-token NLL
+                    kl = hp.kl_factor * F.kl_div(kl_init[b:b + 1], kl_log_probs[b:b + 1], log_target=True,
+                                                 reduction="batchmean")
+                    decay = hp.v_weight_decay * (delta[b].norm() / v_init[b].norm() ** 2)
+                    loss = nll + kl + decay
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(delta[0], v_init[0])
+                    traces[b].append(float(nll.detach()))
+                    loss_last[b] = float(loss.detach())
+                    steps[b] = it + 1
+                    if loss_last[b] < hp.v_early_stop_loss or it == hp.v_num_grad_steps - 1:
+                        done[b] = True                 # this request's delta is final: frozen from here on
+                        continue
+                    total = loss if total is None else total + loss
+                if total is None:
                     break
-                loss.backward()
+                total.backward()
+                frozen = [b for b in range(n) if done[b]]
+                kept = delta.detach()[frozen].clone() if frozen else None
                 opt.step()
                 with torch.no_grad():
-                    max_norm = hp.clamp_norm_factor * v_init.norm()
-                    if delta.norm() > max_norm:
-                        delta.mul_(max_norm / delta.norm())
+                    if frozen:                         # Adam's momentum would still move a frozen request
+                        delta[frozen] = kept
+                    for b in range(n):
+                        if done[b]:
+                            continue
+                        max_norm = hp.clamp_norm_factor * v_init[b].norm()
+                        if delta[b].norm() > max_norm:
+                            delta[b].mul_(max_norm / delta[b].norm())
     finally:
         handle.remove()
     v_init = init[0]
     delta = delta.detach()
-    return TargetVector(v_init + delta, v_init, float(delta.norm()), nll_trace, steps,
-                        time.perf_counter() - t0, skip, loss_last)
+    seconds = (time.perf_counter() - t0) / n
+    return [TargetVector(v_init[b] + delta[b], v_init[b], float(delta[b].norm()), traces[b], steps[b], seconds,
+                         skip, loss_last[b], n) for b in range(n)]
 
 
 def compute_v(model, tokenizer, request: EditRequest, site: EditSite, templates: list[str], layout: Layout,
@@ -389,17 +453,83 @@ def rank_one_update(k_star: torch.Tensor, v_star: torch.Tensor, w_k: torch.Tenso
 
 # --------------------------------------------------------------------------- the editor
 
+@dataclass
+class _Timing:
+    seconds: float = 0.0
+
+
 class LocateEditEditor(Editor):
     """What ROME, MEMIT and AlphaEdit share: the cache folders, context templates and key statistics.
 
     Templates and second moments are cached on disk (per model) and, once read, on the instance.
     """
     row_batchable = True
+    #: Requests whose target vectors one batched optimisation (:func:`optimise_targets`) computes together when
+    #: one call edits several (MEMIT and AlphaEdit in batch mode). The runner sets it to the device's edit batch;
+    #: 1 optimises them one after another, as the reference implementations do.
+    target_batch: int = 1
 
     def __init__(self, hparams=None, **overrides):
         super().__init__(hparams, **overrides)
         self._templates: dict[str, list[list[str]]] = {}
         self._moments: dict[tuple[str, str], SecondMoment] = {}
+        self._ready: dict[tuple, TargetVector] = {}
+
+    def target_insertion(self, model, layout: Layout) -> tuple[torch.nn.Module, int]:
+        """Where the editor's first target vector is inserted, and the block it sits in."""
+        raise NotImplementedError
+
+    def _ready_key(self, request: EditRequest, module: torch.nn.Module, templates: list[str]) -> tuple:
+        return request, id(module), tuple(templates)
+
+    def targets(self, model, tokenizer, requests: list[EditRequest], templates: list[str],
+                layout: Layout) -> list[TargetVector]:
+        """The first target vector of each request, all on the weights as they are now: taken from
+        :meth:`batched_targets` where it prepared one, the rest optimised ``target_batch`` at a time."""
+        module, layer = self.target_insertion(model, layout)
+        out = [self._ready.pop(self._ready_key(r, module, templates), None) for r in requests]
+        missing = [i for i, v in enumerate(out) if v is None]
+        size = max(1, int(self.target_batch))
+        for s in range(0, len(missing), size):
+            chunk = missing[s:s + size]
+            found = optimise_targets(model, tokenizer, [requests[i] for i in chunk], templates, module, layer,
+                                     layout, self.hparams)
+            for i, v in zip(chunk, found):
+                out[i] = v
+        return out
+
+    @contextlib.contextmanager
+    def batched_targets(self, model, tokenizer, requests: list[EditRequest]):
+        """Within the block, :meth:`apply` of any one of ``requests`` alone finds its first target vector ready:
+        optimised ``target_batch`` at a time (:func:`optimise_targets`) on the weights as they are on entry;
+        with ``target_batch`` 1 nothing is prepared.
+
+        For single edits measured many at a time (``editprobe.benchmark.modes.score_records``): every apply
+        inside must start from these weights (the caller restores each edit before the next). If the batch
+        cannot be built (a request whose subject is not in its prompt), nothing is prepared and each apply
+        optimises its own target, so a bad record fails alone. Returns the batch's seconds (``.seconds``).
+        """
+        timing = _Timing()
+        t0 = time.perf_counter()
+        size = int(self.target_batch)
+        try:
+            if size > 1 and len(requests) > 1:
+                layout = resolve_layout(model, self.hparams.module_template)
+                templates = [t for g in self.template_groups(model, tokenizer) for t in g]
+                module, layer = self.target_insertion(model, layout)
+                for s in range(0, len(requests), size):
+                    chunk = requests[s:s + size]
+                    found = optimise_targets(model, tokenizer, chunk, templates, module, layer, layout, self.hparams)
+                    self._ready.update({self._ready_key(r, module, templates): v for r, v in zip(chunk, found)})
+        except Exception as exc:   # noqa: BLE001 - each apply then meets its own error
+            log.warning("no batched targets for %d requests (%s: %s); each edit optimises its own",
+                        len(requests), type(exc).__name__, exc)
+            self._ready = {}
+        timing.seconds = time.perf_counter() - t0
+        try:
+            yield timing
+        finally:
+            self._ready = {}
 
     @property
     def cache_dir(self) -> Path:
@@ -455,8 +585,10 @@ class ROMEEditor(LocateEditEditor):
             t_ctx = time.perf_counter()
             moments = self.second_moments(model, tokenizer, sites) if hp.mom2_adjustment else {}
             t_cov = time.perf_counter()
-            edits = [self.write(model, tokenizer, request, site, templates, layout, moments)
-                     for request in requests for site in sites]   # one after another, each seeing the last
+            # one after another, each seeing the last; only the first write meets the weights a prepared
+            # (batched) target was optimised on
+            edits = [self.write(model, tokenizer, request, site, templates, layout, moments, first=(i, j) == (0, 0))
+                     for i, request in enumerate(requests) for j, site in enumerate(sites)]
         except BaseException:
             handle.restore()  # a failed edit leaves no half-written weights behind
             raise
@@ -470,15 +602,22 @@ class ROMEEditor(LocateEditEditor):
                      "total": time.perf_counter() - t_start})
         return handle
 
+    def target_insertion(self, model, layout: Layout) -> tuple[torch.nn.Module, int]:
+        site = edit_site(model, min(self.hparams.layers), self.hparams.module_template)
+        return site.module, site.layer
+
     def write(self, model, tokenizer, request: EditRequest, site: EditSite, templates: list[str], layout: Layout,
-              moments: dict[str, SecondMoment]) -> dict:
-        """One rank-one edit of ``site`` for ``request``; returns its diagnostics."""
+              moments: dict[str, SecondMoment], first: bool = False) -> dict:
+        """One rank-one edit of ``site`` for ``request``; returns its diagnostics. ``first``: nothing has been
+        written yet in this apply, so a target :meth:`batched_targets` prepared may be used."""
         t0 = time.perf_counter()
         k_star = compute_ks(model, tokenizer, site, [request], [templates])[0]                  # [d_in]
         key = (compute_ks(model, tokenizer, site, [request], [["{}"]])[0]
                if self.hparams.written_key == "prompt" else None)                               # [d_in]
         t1 = time.perf_counter()
-        v = compute_v(model, tokenizer, request, site, templates, layout, self.hparams)
+        v = self._ready.pop(self._ready_key(request, site.module, templates), None) if first else None
+        if v is None:
+            v = compute_v(model, tokenizer, request, site, templates, layout, self.hparams)
         t2 = time.perf_counter()
         with torch.no_grad():
             w_k = site.module((k_star if key is None else key).unsqueeze(0))[0]                 # [d_out]
@@ -489,5 +628,5 @@ class ROMEEditor(LocateEditEditor):
                 "right_vector_norm": float(right.norm()), "residual_norm": float((v.value - w_k).norm()),
                 "left_vector_norm": float(left.norm()), "v_init_norm": float(v.init.norm()),
                 "v_delta_norm": v.delta_norm, "nll_first": v.nll[0], "nll_last": v.nll[-1], "v_steps": v.steps,
-                "skipped_lower_layers": v.skipped_lower_layers,
-                "seconds": {"keys": t1 - t0, "v": t2 - t1, "update": time.perf_counter() - t2}}
+                "v_batch": v.batch, "skipped_lower_layers": v.skipped_lower_layers,
+                "seconds": {"keys": t1 - t0, "v": v.seconds, "update": time.perf_counter() - t2}}
