@@ -34,6 +34,7 @@ class RunConfig:
     cache_dir: Path | None = None
     edit_batch: int | None = None      # records measured per batch in single mode; None: EDIT_BATCH[device type]
     target_batch: int | None = None    # ROME/MEMIT/AlphaEdit target vectors optimised together; None: TARGET_BATCH[...]
+    free_answers: int = 0              # also record greedy free answers (S1-S3, pre and post) of up to N tokens
 
 
 #: Records whose single edits are measured in one batch, per device type. CPU: 1, measured on the 2-core box
