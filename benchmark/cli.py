@@ -54,11 +54,14 @@ def summary_table(rows: list[tuple[str, dict]]) -> str:
               help="ROME, MEMIT, AlphaEdit: optimise the target vectors of N edits in one batch where a step edits "
                    "several records (--edit-batch > 1, batch mode); each as if alone, equal up to float rounding; "
                    "default per device (cpu 1, cuda 16).")
+@click.option("--free-answers", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Also record greedy answers of up to N tokens to the edit prompt and two neighbourhood (locality) "
+                   "prompts, before and after the edit, for `editprobe judge` (0: none).")
 @cache_dir_option("model copy, pre-edit passes, editor statistics")
 @out_option(help="Run folder: results.json and samples.jsonl (a rerun resumes it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(task, editor, hparams, preset, model, dtype, device, limit, dataset_path, num_shards, shard_index, edit_batch,
-        target_batch, cache_dir, out, quiet):
+        target_batch, free_answers, cache_dir, out, quiet):
     """Score an editor on a model against a task; writes results.json and samples.jsonl.
 
     Rerunning the same command after an interruption continues where it stopped. Bad input (task file, editor
@@ -81,7 +84,7 @@ def run(task, editor, hparams, preset, model, dtype, device, limit, dataset_path
     cfg = RunConfig(task=task, editor=editor, output_dir=out, model=model, hparams=hparams, preset=preset, dtype=dtype,
                     device=device, limit=limit, num_shards=num_shards, shard_index=shard_index,
                     dataset_path=dataset_path, cache_dir=cache_dir, edit_batch=edit_batch,
-                    target_batch=target_batch)
+                    target_batch=target_batch, free_answers=free_answers)
     try:
         doc = run_benchmark(cfg, progress=not quiet)
     except (ValueError, FileNotFoundError) as exc:
@@ -356,3 +359,127 @@ def train_mend(model, dtype, device, hparams, preset, steps, data_dir, cache_dir
                                       + yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     click.echo(f"wrote {path}; use it with: editprobe run --editor mend --hparams {out / 'hparams.yaml'} "
                f"--model {model} ...")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--base-url", default=None,
+              help="An OpenAI-compatible endpoint (…/v1): score the free answers with its chat model.")
+@click.option("--judge-model", default=None, help="The judge's model name at --base-url.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="Environment variable holding the key (read at call time, never written).")
+@click.option("--export-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the items as a CSV for annotators (and the rubric beside it).")
+@click.option("--import-csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Read an annotated CSV (needs --annotator and --who).")
+@click.option("--annotator", default=None, help="Name the imported scores are kept under.")
+@click.option("--who", default=None, help="Who the annotator is, in words (kept with every score).")
+@click.option("--agreement", "agreement_of", multiple=True, metavar="SOURCE",
+              help="Print how two score sources agree (give it twice): llm:<model>, human:<annotator>.")
+@click.option("--dataset", "dataset_path", default=None,
+              help="Where the run's dataset is now, if not at the path its results file names (checked by fingerprint).")
+def judge(run_dir, base_url, judge_model, api_key_env, export_csv, import_csv, annotator, who, agreement_of,
+          dataset_path):
+    """Score a run's free answers on the 0-5 rubric (seed Table 2), by an LLM judge or by annotators.
+
+    The run must have recorded them (`editprobe run ... --free-answers 48`): per record, greedy answers to the edit
+    prompt (S1) and to two locality prompts (S2, S3), before and after the edit. Judge scores are cached in
+    RUN_DIR/judge/ and a rerun sends only what is missing.
+
+    \b
+    Examples:
+      OPENAI_API_KEY=... editprobe judge runs/rome --base-url http://localhost:8000/v1 --judge-model my-judge
+      editprobe judge runs/rome --export-csv annotate.csv
+      editprobe judge runs/rome --import-csv done.csv --annotator a1 --who "annotator one (a person)"
+      editprobe judge runs/rome --agreement human:a1 --agreement human:a2
+    """
+    from editprobe.benchmark import judge as J
+
+    did = False
+    try:
+        records = J.run_records(run_dir, dataset_path) if (export_csv or import_csv or base_url or judge_model
+                                                           or any(s.startswith("llm:") for s in agreement_of)) else None
+        if export_csv:
+            n = J.export_csv(run_dir, export_csv, records)
+            click.echo(f"{export_csv}: {n} items to score; rubric in {export_csv.with_suffix('.rubric.txt')}")
+            did = True
+        if import_csv:
+            if not annotator or not who:
+                raise click.UsageError("--import-csv needs --annotator NAME and --who \"...\"")
+            n = J.import_csv(run_dir, import_csv, annotator, who, records)
+            click.echo(f"{J.human_scores_path(run_dir, annotator)}: {n} scores from {import_csv}")
+            did = True
+        if base_url or judge_model:
+            if not (base_url and judge_model):
+                raise click.UsageError("an LLM judge needs both --base-url and --judge-model")
+            client = J.ChatClient(base_url, judge_model, api_key_env=api_key_env)
+            report = J.judge_run(run_dir, client, base_url, records=records)
+            click.echo(f"{report['path']}: {report['scored']} scored, {report['cached']} cached, "
+                       f"{len(report['failed'])} failed of {report['items']} items")
+            for line in report["failed"][:10]:
+                click.echo(f"  failed: {line}", err=True)
+            if report["failed"]:
+                raise SystemExit(1)
+            did = True
+        if agreement_of:
+            if len(agreement_of) != 2:
+                raise click.UsageError("--agreement takes exactly two sources")
+            a, b = (J.read_scores(run_dir, s, records) for s in agreement_of)
+            res = J.agreement(a, b)
+            click.echo(f"{agreement_of[0]} vs {agreement_of[1]}: " + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
+            did = True
+    except (ValueError, FileNotFoundError, J.JudgeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not did:
+        raise click.UsageError("nothing to do: give --base-url/--judge-model, --export-csv, --import-csv or --agreement")
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--scores", "source", default="human", show_default=True,
+              help="Score source: human (mean over annotators), human:<annotator> or llm:<model>.")
+@click.option("--figure", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Draw ΔU against the judged degradation (.svg or .png).")
+@click.option("--title", default="ΔU against judged degradation", show_default=True)
+@click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True)
+@click.option("--dataset", "dataset_path", default=None,
+              help="llm scores: where the runs' dataset is now, if not where their results files say.")
+@out_option(required=False, file_okay=True, help="Write the numbers as JSON.")
+def calibrate(run_dirs, source, figure, title, bootstrap, dataset_path, out):
+    """Correlate ΔU with the judged degradation (pre minus post rubric score), per record and per run.
+
+    Each RUN_DIR is one editor's run with free answers scored by `editprobe judge`. Prints Spearman's rho and
+    Pearson's r over records and Spearman's rho over runs, each with a 95% bootstrap interval.
+    """
+    import json as _json
+
+    from editprobe.benchmark import calibrate as C
+
+    try:
+        from editprobe.benchmark.judge import run_records
+
+        runs = [C.run_points(d, source, run_records(d, dataset_path) if source.startswith("llm:") else None)
+                for d in run_dirs]
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    result = C.calibrate(runs, bootstrap=bootstrap)
+    result["scores"] = source
+    fmt = lambda ci: "[n/a]" if ci[0] is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"  # noqa: E731
+    for r in result["runs"]:
+        click.echo(f"{r['label']:<28} records {r['records']:>4}  ΔU {100 * r['delta_u']:+6.1f}%  "
+                   f"degradation {r['degradation']:+.2f}")
+    rec = result["per_record"]
+    click.echo(f"per record (n = {rec['records']}): Spearman {rec['spearman']:+.3f} {fmt(rec['spearman_ci'])}, "
+               f"Pearson {rec['pearson']:+.3f} {fmt(rec['pearson_ci'])}")
+    per_run = result["per_run"]
+    if per_run["spearman"] is None:
+        click.echo(f"per run: {per_run['note']}")
+    else:
+        click.echo(f"per run (n = {per_run['runs']}): Spearman {per_run['spearman']:+.3f} {fmt(per_run['spearman_ci'])}")
+    if figure:
+        C.draw(runs, result, figure, title)
+        click.echo(f"figure: {figure}")
+    if out:
+        Path(out).write_text(_json.dumps(result, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+        click.echo(f"numbers: {out}")

@@ -88,7 +88,22 @@ def measure_many(model, tokenizer, records: list[dict], task: Task, embedder, ed
     for b, (record, wrap, qs, responses) in enumerate(zip(records, wraps, questions, sampled)):
         with deltas.only(b) if deltas is not None else contextlib.nullcontext():
             out.append(_finish(model, tokenizer, record, task, embedder, wrap, qs, responses, estimators))
+            if task.free_answers:
+                out[-1]["free_answers"] = free_answers(model, tokenizer, record, task, wrap,
+                                                       "post" if editor is not None else "pre")
     return out
+
+
+def free_answers(model, tokenizer, record: dict, task: Task, wrap, state: str) -> list[dict]:
+    """Greedy answers (up to ``task.free_answers`` new tokens) to ``editprobe.benchmark.judge.free_queries``,
+    prompted as the sampled responses are (the editor's wrapping, the chat template with the task's system
+    message). Stored as slot and answer only, like every response: the queries are the dataset's."""
+    from editprobe.benchmark.judge import free_queries
+    from editprobe.benchmark.sampling import greedy_answers
+
+    queries = free_queries(record, state)
+    answers = greedy_answers(model, tokenizer, [wrap(q) for _, q, _ in queries], task.uncertainty, task.free_answers)
+    return [{"slot": slot, "answer": a} for (slot, _, _), a in zip(queries, answers)]   # texts: from the dataset
 
 
 def _finish(model, tokenizer, record, task, embedder, wrap, questions, responses, estimators) -> dict:
@@ -122,7 +137,10 @@ def pre_edit_key(task: Task, fingerprint: str, info, model) -> dict:
     import torch
     import transformers
 
-    return {"model": info.id, "revision": info.revision, "dtype": info.dtype,
-            "dtype_used": str(next(model.parameters()).dtype).removeprefix("torch."), "device": info.device,
-            "task_hash": task.hash, "dataset": fingerprint, "seed": task.seed, "sampler_version": SAMPLER_VERSION,
-            "torch": torch.__version__, "transformers": transformers.__version__}
+    key = {"model": info.id, "revision": info.revision, "dtype": info.dtype,
+           "dtype_used": str(next(model.parameters()).dtype).removeprefix("torch."), "device": info.device,
+           "task_hash": task.hash, "dataset": fingerprint, "seed": task.seed, "sampler_version": SAMPLER_VERSION,
+           "torch": torch.__version__, "transformers": transformers.__version__}
+    if task.free_answers:   # a cached pass without them (or with other lengths) is not this pass
+        key["free_answers"] = task.free_answers
+    return key

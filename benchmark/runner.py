@@ -15,6 +15,8 @@ dataset fingerprint, seed, sampler), so it is cached on disk per record and shar
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as _dt
 import json
 import time
@@ -57,6 +59,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     started = time.perf_counter()
     prepared = prepare(cfg)
     task, editor = prepared.task, prepared.editor
+    if cfg.free_answers:   # the task itself is unchanged (same hash); the free answers are an addition to each pass
+        task = dataclasses.replace(task, free_answers=cfg.free_answers)
     records, fingerprint = load_records(task)
     chosen = select(records, cfg.limit, cfg.num_shards, cfg.shard_index)
     batches = []
@@ -84,6 +88,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                 "hparams": jsonable(editor.hparams_dict())}
     if task.edit_mode == "sequential":
         identity["limit"] = cfg.limit      # a different chain length is a different chain
+    if task.free_answers:
+        identity["free_answers"] = task.free_answers
     claim_output_dir(out, identity)
     samples_path = out / "samples.jsonl"
     previous = read_samples(samples_path)
@@ -128,6 +134,9 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         "seeds": {"task_seed": task.seed, "bootstrap_seed": BOOTSTRAP_SEED}, "device": info.device,
         "limit": cfg.limit, "edit_batch": edit_batch_for(cfg, info.device) if editor.row_batchable else 1,
         "target_batch": getattr(editor, "target_batch", 1),
+        **({"free_answers": {"max_new_tokens": task.free_answers, "decoding": "greedy",
+                             "slots": "S1 edit prompt; S2, S3 the record's first two locality prompts"}}
+           if task.free_answers else {}),
         "shard": {"index": cfg.shard_index, "count": cfg.num_shards} if cfg.num_shards > 1 else None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -259,6 +259,19 @@ def sample_many(model, tokenizer, groups: list[tuple[list[str], str, list[int], 
 ENGINES = ("decode", "generate")
 
 
+def greedy_answers(model, tokenizer, questions: list[str], settings: UncertaintySettings,
+                   max_new_tokens: int) -> list[str]:
+    """One greedy answer per question (up to ``max_new_tokens``), rendered as the sampled responses are; the free
+    answers ``editprobe judge`` scores. Every option that would change greedy search is neutral (pinned config)."""
+    rendered = render_prompts(tokenizer, questions, settings)
+    enc = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    width = enc["input_ids"].shape[1]
+    with torch.no_grad(), _no_model_defaults(model):
+        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                             generation_config=pinned_config(model, tokenizer, max_new_tokens))
+    return [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+
+
 # --------------------------------------------------------------------------- generate with our sampler only
 
 def stop_ids(model, tokenizer) -> list[int]:

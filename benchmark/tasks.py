@@ -67,6 +67,7 @@ class Task:
     estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
     sequential: SequentialSettings | None = None
     batch_size: int | None = None       # edit_mode batch: edits written at once
+    free_answers: int = 0               # greedy free answers for `editprobe judge`: max new tokens (0: none); set by the run, not the file
 
     @property
     def hash(self) -> str:

@@ -94,11 +94,12 @@ def _plugin_group(kind: str, target: str, help_text: str) -> click.Group:
 
 
 def _register() -> None:
-    from editprobe.benchmark.cli import compare, diagnose, merge, run, tasks, train
+    from editprobe.benchmark.cli import calibrate, compare, diagnose, judge, merge, run, tasks, train
     from editprobe.dataset_builder.cli import build, check_paraphrases, convert
     from editprobe.leaderboard.cli import leaderboard, submit
 
-    for command in (convert, build, check_paraphrases, run, merge, compare, tasks, train, diagnose, submit, leaderboard):
+    for command in (convert, build, check_paraphrases, run, merge, compare, tasks, train, diagnose, judge, calibrate,
+                    submit, leaderboard):
         main.add_command(command)
     for kind, (target, help_text) in PLUGIN_KINDS.items():
         main.add_command(_plugin_group(kind, target, help_text))
