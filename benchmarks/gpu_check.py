@@ -14,8 +14,9 @@ runner's own ``score_record`` (pre-edit pass, edit, post-edit pass, restore chec
 floor (bytes of weights / HBM bandwidth). Then the multi-edit path: B records (16; 4 with --tiny) each with its own
 synthetic rank-one change of ROME's edited matrix, their post-edit measurement one at a time (weights changed,
 measured, restored) against all B in one batch with per-row deltas: edits/hour of each and whether both drew the
-same samples (the edit optimisation itself is left out: it is the same in both). Exit status 1 when any record
-failed.
+same samples; and ROME's target vectors of the same B edits, optimised one at a time against one batched
+optimisation (seconds per target, steps and the largest relative gap between the two). Exit status 1 when any
+record failed.
 
     python benchmarks/gpu_check.py                 # on a GPU node, about 5 minutes
     python benchmarks/gpu_check.py --tiny          # 2-layer model on the CPU, under a minute (run by the tests)
@@ -220,6 +221,33 @@ def multi_edit(model, tokenizer, task, encoder, n: int, device: str) -> None:
           f"{n / (t2 - t1) * 3600:.0f} edits/h: {(t1 - t0) / (t2 - t1):.2f}x; same samples for {same} of {n} records")
 
 
+def target_batch(model, tokenizer, editor, n: int, device: str) -> None:
+    """ROME's v* for n edits: one optimisation each against one batched optimisation (``optimise_targets``)."""
+    from editprobe.benchmark.editors import EditRequest
+    from editprobe.benchmark.editors.layers import resolve_layout
+    from editprobe.benchmark.editors.rome import optimise_targets
+
+    base = toy_records()
+    requests = [EditRequest(f"gpu-check-target-{i}", r["prompt"], r["subject"], r["alt"])
+                for i, r in enumerate(base[i % len(base)] for i in range(n))]
+    layout = resolve_layout(model, editor.hparams.module_template)
+    templates = [t for g in editor.template_groups(model, tokenizer) for t in g]
+    module, layer = editor.target_insertion(model, layout)
+    sync(device)
+    t0 = time.perf_counter()
+    alone = [optimise_targets(model, tokenizer, [r], templates, module, layer, layout, editor.hparams)[0]
+             for r in requests]
+    sync(device)
+    t1 = time.perf_counter()
+    together = optimise_targets(model, tokenizer, requests, templates, module, layer, layout, editor.hparams)
+    sync(device)
+    t2 = time.perf_counter()
+    steps = sum(a.steps == b.steps for a, b in zip(alone, together))
+    gap = max(float((b.value - a.value).norm() / a.value.norm()) for a, b in zip(alone, together))
+    print(f"targets: B={n} ROME v*, one at a time {(t1 - t0) / n:.2f} s/target, batched {(t2 - t1) / n:.2f} s/target: "
+          f"{(t1 - t0) / (t2 - t1):.2f}x; same steps for {steps} of {n}, largest relative gap {gap:.1e}")
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -263,7 +291,8 @@ def main() -> int:
         corpus = Path(tmp) / "synthetic_corpus.txt"
         corpus.write_text("\n".join(corpus_texts(200)), encoding="utf-8")
         pre_cache = PreEditCache(Path(tmp) / "cache", {"gpu_check": True, "tiny": args.tiny})
-        for editor in editors(args.tiny, corpus, Path(tmp) / "cache"):
+        editors_used = editors(args.tiny, corpus, Path(tmp) / "cache")
+        for editor in editors_used:
             t_editor = time.perf_counter()
             lines = [score_record(model, tokenizer, r, i, task, editor, encoder, pre_cache)
                      for i, r in enumerate(records)]
@@ -278,6 +307,8 @@ def main() -> int:
                 print(f"  {x['id']}: {x['error']}")
 
         multi_edit(model, tokenizer, task, encoder, 4 if args.tiny else 16, device)
+        rome = next(e for e in editors_used if e.name == "rome")
+        target_batch(model, tokenizer, rome, 4 if args.tiny else 16, device)
 
     rows = len(task.uncertainty.levels) * task.uncertainty.samples_per_paraphrase
     step, tokens_per_s, steps = decode_step_seconds(model, tokenizer, rows, 8 if args.tiny else 32, device)
