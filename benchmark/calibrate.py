@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from editprobe.benchmark.judge import SLOTS, pearson, read_scores, spearman
+from editprobe.benchmark.storage import read_samples
 
 BOOTSTRAP = 2000
 SEED = 20250
@@ -60,11 +61,7 @@ def run_points(run_dir: Path, source: str, records: dict | None = None) -> RunPo
     if not scores:
         raise ValueError(f"{run_dir}: no scores from {source!r} (run `editprobe judge` first)")
     ids, pre_u, post_u, deg, per_slot = [], [], [], [], {s: [] for s in SLOTS}
-    for raw in (run_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError:
-            continue
+    for line in read_samples(run_dir / "samples.jsonl"):
         if line.get("kind", "record") != "record" or line.get("status") != "ok":
             continue
         diffs = {}

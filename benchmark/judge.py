@@ -102,14 +102,9 @@ def load_items(run_dir: Path, records: dict[str, dict] | None = None) -> list[It
     path = Path(run_dir) / "samples.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (a run folder holds samples.jsonl)")
-    lines = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError:
-            continue                                   # a torn last line: the runner reruns that record
-        if line.get("kind", "record") == "record" and line.get("status") == "ok":
-            lines.append(line)
+    from editprobe.benchmark.storage import read_samples
+
+    lines = [x for x in read_samples(path) if x.get("kind", "record") == "record" and x.get("status") == "ok"]
     if not any(line[state].get("free_answers") for line in lines for state in STATES):
         raise ValueError(f"{path}: none of its {len(lines)} scored records has free answers; record them with "
                          "`editprobe run ... --free-answers 48`")
@@ -214,15 +209,10 @@ def llm_scores_path(run_dir: Path, model: str) -> Path:
 
 
 def _read_lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(raw))
-        except json.JSONDecodeError:
-            pass                                        # a torn last line: that item is judged again
-    return out
+    """The lines of a scores file; a torn last line (killed mid-write) is dropped, so that item is judged again."""
+    from editprobe.benchmark.storage import read_samples
+
+    return read_samples(path)
 
 
 def judge_run(run_dir: Path, client: ChatClient, base_url: str | None = None, progress=None,
