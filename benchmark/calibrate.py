@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from editprobe.benchmark.judge import SLOTS, pearson, read_scores, spearman
-from editprobe.benchmark.storage import read_samples
+from editprobe.benchmark.judge import SLOTS, pearson, read_scores, scored_lines, spearman
 
 BOOTSTRAP = 2000
 SEED = 20250
@@ -61,9 +60,7 @@ def run_points(run_dir: Path, source: str, records: dict | None = None) -> RunPo
     if not scores:
         raise ValueError(f"{run_dir}: no scores from {source!r} (run `editprobe judge` first)")
     ids, pre_u, post_u, deg, per_slot = [], [], [], [], {s: [] for s in SLOTS}
-    for line in read_samples(run_dir / "samples.jsonl"):
-        if line.get("kind", "record") != "record" or line.get("status") != "ok":
-            continue
+    for line in scored_lines(run_dir)[1]:
         diffs = {}
         for slot in SLOTS:
             a, b = scores.get(f"{line['id']}:pre:{slot}"), scores.get(f"{line['id']}:post:{slot}")

@@ -95,16 +95,25 @@ def run_records(run_dir: Path, dataset_path: str | None = None) -> dict[str, dic
     return {row["id"]: dict(row) for row in ds}
 
 
+def scored_lines(run_dir: Path) -> tuple[Path, list[dict]]:
+    """The samples file of a run folder (``samples.jsonl``, or a filed submission's ``samples.jsonl.gz``) and its
+    scored record lines."""
+    from editprobe.benchmark.storage import parse_lines
+    from editprobe.leaderboard.submissions import SAMPLES, read_samples_bytes
+
+    folder = Path(run_dir)
+    path = next((folder / n for n in ("samples.jsonl", SAMPLES) if (folder / n).exists()), None)
+    if path is None:
+        raise FileNotFoundError(f"{folder}: holds neither samples.jsonl nor {SAMPLES}")
+    lines = parse_lines(read_samples_bytes(path).decode("utf-8"), path)
+    return path, [x for x in lines if x.get("kind", "record") == "record" and x.get("status") == "ok"]
+
+
 def load_items(run_dir: Path, records: dict[str, dict] | None = None) -> list[Item]:
     """Every free answer of the run's scored records, record by record, pre before post, S1 to S3, with its
     query and reference from ``records`` (default: :func:`run_records`). A run without free answers gets one
     error saying how to record them."""
-    path = Path(run_dir) / "samples.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (a run folder holds samples.jsonl)")
-    from editprobe.benchmark.storage import read_samples
-
-    lines = [x for x in read_samples(path) if x.get("kind", "record") == "record" and x.get("status") == "ok"]
+    path, lines = scored_lines(run_dir)
     if not any(line[state].get("free_answers") for line in lines for state in STATES):
         raise ValueError(f"{path}: none of its {len(lines)} scored records has free answers; record them with "
                          "`editprobe run ... --free-answers 48`")

@@ -16,7 +16,6 @@ dataset fingerprint, seed, sampler), so it is cached on disk per record and shar
 from __future__ import annotations
 
 import dataclasses
-
 import datetime as _dt
 import json
 import time

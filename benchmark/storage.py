@@ -21,8 +21,13 @@ def read_samples(path: Path) -> list[dict]:
     """Lines of a samples.jsonl; a torn last line (killed mid-write) is dropped so the record reruns."""
     if not path.exists():
         return []
+    return parse_lines(path.read_text(encoding="utf-8"), path)
+
+
+def parse_lines(text: str, path: Path) -> list[dict]:
+    """The JSON lines of ``text`` (read from ``path``), a torn one dropped with a warning."""
     lines = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in text.splitlines():
         try:
             lines.append(json.loads(raw))
         except json.JSONDecodeError:

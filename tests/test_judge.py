@@ -175,6 +175,18 @@ def test_a_refused_request_is_reported_not_retried(tmp_path, records):
         server.shutdown()
 
 
+def test_a_filed_submission_is_read_from_its_gzipped_samples(tmp_path):
+    import gzip
+
+    plain = write_run(tmp_path / "plain", [(1.0, 1.2), (2.0, 2.0)])
+    filed = tmp_path / "filed"
+    filed.mkdir()
+    (filed / "samples.jsonl.gz").write_bytes(gzip.compress((plain / "samples.jsonl").read_bytes()))
+    assert J.load_items(filed, RECORDS) == J.load_items(plain, RECORDS) and len(J.load_items(plain, RECORDS)) == 12
+    with pytest.raises(FileNotFoundError, match="neither samples.jsonl nor samples.jsonl.gz"):
+        J.load_items(tmp_path, RECORDS)
+
+
 def test_a_run_without_free_answers_says_how_to_record_them(tmp_path):
     folder = tmp_path / "plain"
     folder.mkdir()
