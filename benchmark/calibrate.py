@@ -52,9 +52,14 @@ def _label(run_dir: Path) -> str:
     return editor["name"] + (f" ({editor['preset']})" if editor.get("preset") not in (None, "defaults") else "")
 
 
-def run_points(run_dir: Path, source: str, records: dict | None = None) -> RunPoints:
-    """The judged records of one run: those with U_pre > 0 and at least one slot scored before and after.
-    ``records`` (by id) are needed for LLM scores only (default: the run's dataset)."""
+def run_points(run_dir: Path, source: str, records: dict | None = None, slots: tuple[str, ...] = SLOTS) -> RunPoints:
+    """The judged records of one run: those with U_pre > 0 and at least one of ``slots`` scored before and after;
+    D_r averages over those ``slots`` (S2, S3 alone: the damage to neighbouring knowledge, which the edit is not
+    meant to change, without S1, whose reference itself changes with the edit). ``records`` (by id) are needed
+    for LLM scores only (default: the run's dataset)."""
+    unknown = [x for x in slots if x not in SLOTS]
+    if unknown or not slots:
+        raise ValueError(f"slots must be among {', '.join(SLOTS)}, got {', '.join(slots) or 'none'}")
     run_dir = Path(run_dir)
     scores = read_scores(run_dir, source, records)
     if not scores:
@@ -66,12 +71,13 @@ def run_points(run_dir: Path, source: str, records: dict | None = None) -> RunPo
             a, b = scores.get(f"{line['id']}:pre:{slot}"), scores.get(f"{line['id']}:post:{slot}")
             if a is not None and b is not None:
                 diffs[slot] = a - b
-        if not diffs or not line["pre"]["U"] > 0:
+        chosen = [diffs[x] for x in slots if x in diffs]
+        if not chosen or not line["pre"]["U"] > 0:
             continue
         ids.append(line["id"])
         pre_u.append(line["pre"]["U"])
         post_u.append(line["post"]["U"])
-        deg.append(sum(diffs.values()) / len(diffs))
+        deg.append(sum(chosen) / len(chosen))
         for slot in SLOTS:
             per_slot[slot].append(diffs.get(slot, math.nan))
     if not ids:

@@ -441,12 +441,14 @@ def judge(run_dir, base_url, judge_model, api_key_env, export_csv, import_csv, a
               help="Score source: human (mean over annotators), human:<annotator> or llm:<model>.")
 @click.option("--figure", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Draw ΔU against the judged degradation (.svg or .png).")
+@click.option("--slots", default="S1,S2,S3", show_default=True,
+              help="Slots whose pre-minus-post scores make the degradation (S2,S3: neighbourhood queries only).")
 @click.option("--title", default="ΔU against judged degradation", show_default=True)
 @click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option("--dataset", "dataset_path", default=None,
               help="llm scores: where the runs' dataset is now, if not where their results files say.")
 @out_option(required=False, file_okay=True, help="Write the numbers as JSON.")
-def calibrate(run_dirs, source, figure, title, bootstrap, dataset_path, out):
+def calibrate(run_dirs, source, slots, figure, title, bootstrap, dataset_path, out):
     """Correlate ΔU with the judged degradation (pre minus post rubric score), per record and per run.
 
     Each RUN_DIR is one editor's run with free answers scored by `editprobe judge`. Prints Spearman's rho and
@@ -459,12 +461,13 @@ def calibrate(run_dirs, source, figure, title, bootstrap, dataset_path, out):
     try:
         from editprobe.benchmark.judge import run_records
 
-        runs = [C.run_points(d, source, run_records(d, dataset_path) if source.startswith("llm:") else None)
+        chosen = tuple(x.strip() for x in slots.split(",") if x.strip())
+        runs = [C.run_points(d, source, run_records(d, dataset_path) if source.startswith("llm:") else None, chosen)
                 for d in run_dirs]
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     result = C.calibrate(runs, bootstrap=bootstrap)
-    result["scores"] = source
+    result["scores"], result["slots"] = source, list(chosen)
     fmt = lambda ci: "[n/a]" if ci[0] is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"  # noqa: E731
     for r in result["runs"]:
         click.echo(f"{r['label']:<28} records {r['records']:>4}  ΔU {100 * r['delta_u']:+6.1f}%  "

@@ -270,6 +270,10 @@ def test_calibration_correlates_record_delta_u_with_judged_degradation_by_hand(t
     assert res["per_slot"]["S1"]["records"] == 4
     # S1 alone: D = 0, 1, 3, 2 -> ranks (1, 2, 4, 3) against (1, 2, 3, 4): 1 - 6 * 2 / (4 * 15) = 0.8
     assert res["per_slot"]["S1"]["spearman"] == pytest.approx(0.8)
+    assert C.run_points(run, "human", slots=("S1",)).degradation == pytest.approx([0, 1, 3, 2])
+    assert C.run_points(run, "human", slots=("S2", "S3")).degradation == pytest.approx([0, 1, 0, 2])
+    with pytest.raises(ValueError, match="slots must be among"):
+        C.run_points(run, "human", slots=("S4",))
     # 4 records: a resample often repeats one record only, so the interval may be withheld (None), never wrong
     lo, hi = res["per_record"]["spearman_ci"]
     assert (lo is None and hi is None) or lo <= res["per_record"]["spearman"] <= hi
