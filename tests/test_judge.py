@@ -343,3 +343,30 @@ def test_a_run_records_greedy_free_answers_before_and_after_the_edit(data_dir, t
     assert first[0].query == rec["prompt"] and first[0].reference == rec["answer"] and first[3].reference == rec["alt"]
     assert first[1].query == rec["locality"][0]["prompt"]
     assert J.export_csv(out, tmp_path / "sheet.csv") == 12
+
+
+# --------------------------------------------------------------------------- the committed calibration sample
+
+def test_the_committed_calibration_sample_follows_from_its_runs_and_scores():
+    """docs/calibration: the filed runs validate, every score names an annotator that says what it is, and the
+    committed numbers are what `editprobe calibrate` gives on the committed runs and scores."""
+    from pathlib import Path
+
+    from editprobe.leaderboard.validation import validate_folder
+
+    root = Path(__file__).resolve().parent.parent / "docs" / "calibration"
+    runs = [root / "runs" / "smollm2-135m-instruct" / e / "zsre-fast" for e in ("null", "ft", "ike", "rome", "memit")]
+    report = validate_folder(root / "runs")
+    assert len(report.accepted) == 5 and not report.rejected, report.rejected
+    for run in runs:
+        for name in ("A", "B"):
+            lines = [json.loads(x) for x in J.human_scores_path(run, name).read_text().splitlines()]
+            assert len(lines) == 120 and all("not a person" in x["who"] for x in lines)
+    for slots, doc in ((("S2", "S3"), "calibration.json"), (J.SLOTS, "calibration_all.json")):
+        committed = json.loads((root / doc).read_text())
+        fresh = C.calibrate([C.run_points(r, "human", slots=slots) for r in sorted(runs)])
+        assert committed["slots"] == list(slots)
+        for part in ("per_record", "per_run"):
+            for key, value in committed[part].items():
+                assert fresh[part][key] == pytest.approx(value), (doc, part, key)
+        assert [r["delta_u"] for r in fresh["runs"]] == pytest.approx([r["delta_u"] for r in committed["runs"]])
