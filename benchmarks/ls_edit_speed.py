@@ -13,29 +13,20 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from _zsre_setup import add_common_options, zsre_context
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", type=int, default=5)
-    ap.add_argument("--editors", default="rome,memit,alphaedit")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--data-dir", type=Path, default=None)
+    add_common_options(ap, records=5, editors="rome,memit,alphaedit")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
 
-    from editprobe.benchmark.diagnostics import Context, editor_for, load_records
-    from editprobe.models import load_model
-    from editprobe.paths import default_cache_dir
-    from editprobe.paths import default_data_dir
+    from editprobe.benchmark.diagnostics import editor_for
 
-    model, tokenizer, info = load_model(device=args.device)
-    records = load_records(args.data_dir or default_data_dir(), {"limit": args.records})
-    ctx = Context(model, tokenizer, "smollm2-135m", records, default_cache_dir(), {})
+    model, tokenizer, info, ctx = zsre_context(args)
+    records = ctx.records
     print(f"device {info.device}, {torch.get_num_threads()} threads, {len(records)} ZsRE records")
     print(f"{'editor':<10} {'skip':>5} {'s/edit':>7} {'s target':>9} {'steps':>6}  max |target diff|")
     for name in args.editors.split(","):

@@ -16,32 +16,23 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from _zsre_setup import add_common_options, zsre_context
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", type=int, default=8)
+    add_common_options(ap, records=8, editors="rome,memit")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--editors", default="rome,memit")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--data-dir", type=Path, default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
 
-    from editprobe.benchmark.diagnostics import Context, editor_for, load_records
+    from editprobe.benchmark.diagnostics import editor_for
     from editprobe.benchmark.editors.layers import resolve_layout
     from editprobe.benchmark.editors.rome import optimise_targets
-    from editprobe.models import load_model
-    from editprobe.paths import default_cache_dir, default_data_dir
 
-    model, tokenizer, info = load_model(device=args.device)
-    records = load_records(args.data_dir or default_data_dir(), {"limit": args.records})
-    ctx = Context(model, tokenizer, "smollm2-135m", records, default_cache_dir(), {})
+    model, tokenizer, info, ctx = zsre_context(args)
     requests = ctx.requests()
     print(f"device {info.device}, {torch.get_num_threads()} threads, {len(requests)} ZsRE records, batch {args.batch}")
     print(f"{'editor':<10} {'round':>5} {'alone s/target':>15} {'batched s/target':>17} {'ratio':>6} "

@@ -511,16 +511,13 @@ class LocateEditEditor(Editor):
         """
         timing = _Timing()
         t0 = time.perf_counter()
-        size = int(self.target_batch)
         try:
-            if size > 1 and len(requests) > 1:
+            if int(self.target_batch) > 1 and len(requests) > 1:
                 layout = resolve_layout(model, self.hparams.module_template)
                 templates = [t for g in self.template_groups(model, tokenizer) for t in g]
-                module, layer = self.target_insertion(model, layout)
-                for s in range(0, len(requests), size):
-                    chunk = requests[s:s + size]
-                    found = optimise_targets(model, tokenizer, chunk, templates, module, layer, layout, self.hparams)
-                    self._ready.update({self._ready_key(r, module, templates): v for r, v in zip(chunk, found)})
+                module, _ = self.target_insertion(model, layout)
+                found = self.targets(model, tokenizer, requests, templates, layout)   # target_batch at a time
+                self._ready = {self._ready_key(r, module, templates): v for r, v in zip(requests, found)}
         except Exception as exc:   # noqa: BLE001 - each apply then meets its own error
             log.warning("no batched targets for %d requests (%s: %s); each edit optimises its own",
                         len(requests), type(exc).__name__, exc)
