@@ -46,7 +46,8 @@ def aggregate(lines: list[dict], task: Task) -> dict:
     def arr(state, key):
         return np.asarray([x[state][key] for x in ok], dtype=np.float64)
 
-    metrics = {name: mean_ci([record_mean(x["post"][name]) for x in ok], nb) for name in STANDARD_METRICS}
+    # a probe kind a dataset lacks (WikiData_recent has no rephrasings) is absent from the lines: a null metric
+    metrics = {name: mean_ci([record_mean(x["post"].get(name, [])) for x in ok], nb) for name in STANDARD_METRICS}
     metrics["fluency"] = mean_ci([x["post"]["fluency"] for x in ok], nb)
     uncertainty = {key: summarize_delta(arr("pre", key), arr("post", key), **kw) for key in task.estimators}
     adoption = {f"{kind}_{state}": mean_ci([x[state]["adoption"][kind] for x in ok], nb)
