@@ -12,7 +12,11 @@ procedure the README documents (section "Running the benchmark", "Reported"); it
   per-record relative changes (U_pre floored the same way) and mean(U_post - U_pre), each with a 95%
   *paired* percentile bootstrap CI (one draw of record indices serves pre and post);
 * bootstrap resamples: ``numpy.random.default_rng(bootstrap_seed).integers(0, n, (n_boot, n))`` over the
-  ok records in dataset order, ``n_boot`` and the floor read from the task file.
+  ok records in dataset order, ``n_boot`` and the floor read from the task file;
+* sequential runs (``edit_mode: sequential``): the above over the edit steps (lines of kind ``edit``), and the
+  trajectory: per edit step, the record's own ΔU (one record: (U_post - U_pre) / max(U_pre, floor)), its Edit
+  Success and the weights' change so far; per panel line (kind ``panel``), for its edited and its untouched
+  records, ΔU as above and the mean Edit Success and Locality with their CIs.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Settings:
     floor: float
     n_boot: int
     seed: int
+    sequential: dict | None = None   # the task's ``sequential`` settings when its edit mode is sequential
 
 
 class SampleError(ValueError):
@@ -104,7 +109,10 @@ def _probe_mean(values: Any, where: str) -> float | None:
 
 
 def recompute(lines: list[dict], s: Settings) -> dict:
-    """metrics, uncertainty, adoption, breakdowns and counts of a results file, from its samples."""
+    """metrics, uncertainty, adoption, breakdowns, counts (and for a sequential run its trajectory) of a results
+    file, from its samples."""
+    panels = [x for x in lines if isinstance(x, dict) and x.get("kind") == "panel"]
+    lines = [x for x in lines if not (isinstance(x, dict) and x.get("kind") == "panel")]
     for i, line in enumerate(lines):
         if not isinstance(line, dict) or line.get("status") not in ("ok", "failed") or "id" not in line \
                 or not isinstance(line.get("position"), int):
@@ -139,13 +147,54 @@ def recompute(lines: list[dict], s: Settings) -> dict:
                                              np.asarray(post_l, dtype=np.float64), s)
     u_pre, u_post = column("pre", "U"), column("post", "U")
     adopted = ["adopted" if _get(x, "post", "adoption", "new") > 0 else "not_adopted" for x in ok]
-    return {
+    out = {
         "metrics": metrics, "uncertainty": uncertainty, "adoption": adoption,
         "breakdowns": {"topic": _grouped(u_pre, u_post, [str(x.get("topic")) for x in ok], s),
                        "level": levels,
                        "adoption": _grouped(u_pre, u_post, adopted, s)},
         "counts": {"records": len(lines), "ok": len(ok), "failed": len(lines) - len(ok)},
     }
+    if s.sequential is not None:
+        out["sequential"] = trajectory(ok, panels, s)
+    elif panels:
+        raise SampleError("panel lines belong to sequential runs only")
+    return out
+
+
+def _step(line: dict, s: Settings) -> dict:
+    if not isinstance(line.get("step"), int):
+        raise SampleError(f"record {line['id']!r}: a sequential edit needs an integer 'step'")
+    pre, post = float(_get(line, "pre", "U")), float(_get(line, "post", "U"))
+    return {"step": line["step"], "id": line["id"], "delta_u": (post - pre) / max(pre, s.floor),
+            "reliability": _probe_mean(_get(line, "post", "reliability"), f"record {line['id']!r}: post.reliability"),
+            "weight_change": _get(line, "edit", "weight_change"), "edit_norm": line["edit"].get("edit_norm")}
+
+
+def _panel(line: dict, s: Settings) -> dict:
+    if not isinstance(line.get("step"), int):
+        raise SampleError("a panel line needs an integer 'step'")
+    row = {"step": line["step"], "weight_change": line.get("weight_change")}
+    for group in ("edited", "untouched"):
+        members = line.get(group)
+        if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+            raise SampleError(f"panel at step {line['step']}: '{group}' needs a list of records")
+        where = f"panel at step {line['step']}, {group}"
+        pre = np.asarray([float(_get(m, "pre", "U")) for m in members], dtype=np.float64)
+        post = np.asarray([float(_get(m, "post", "U")) for m in members], dtype=np.float64)
+        row[group] = {"n": len(members), "delta_u": delta_estimates(pre, post, s)["delta_u"],
+                      "reliability": mean_estimate([_probe_mean(_get(m, "post", "reliability"), where)
+                                                    for m in members], s),
+                      "locality": mean_estimate([_probe_mean(_get(m, "post", "locality"), where)
+                                                 for m in members], s)}
+    return row
+
+
+def trajectory(ok: list[dict], panels: list[dict], s: Settings) -> dict:
+    """A sequential run's ``sequential`` section: its edit steps and panels in step order, and the task's
+    settings."""
+    steps = [_step(x, s) for x in sorted(ok, key=lambda x: x.get("step") if isinstance(x.get("step"), int) else -1)]
+    rows = [_panel(p, s) for p in sorted(panels, key=lambda p: p.get("step") if isinstance(p.get("step"), int) else -1)]
+    return {"steps": steps, "panels": rows, "settings": dict(s.sequential)}
 
 
 def mismatches(expected: Any, reported: Any, path: str = "") -> Iterator[str]:
@@ -166,6 +215,17 @@ def mismatches(expected: Any, reported: Any, path: str = "") -> Iterator[str]:
         return
     if expected is None or reported is None or reported is _MISSING:
         if expected is not reported:
+            yield path
+        return
+    if isinstance(expected, list):
+        if not isinstance(reported, list) or len(reported) != len(expected):
+            yield path
+            return
+        for i, (e, r) in enumerate(zip(expected, reported)):
+            yield from mismatches(e, r, f"{path}.{i}")
+        return
+    if isinstance(expected, str):
+        if reported != expected:
             yield path
         return
     if isinstance(reported, bool) or not isinstance(reported, (int, float)):

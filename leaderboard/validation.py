@@ -9,8 +9,10 @@ A run is accepted when
 5. it is not a duplicate of a run accepted before it (same model, revision, editor, hyper-parameters and
    task hash; or the same samples content, timings aside).
 
-Accepted runs that are partial — run with ``--limit``, a single shard, no scored record, or more than
-:data:`MAX_FAILED_SHARE` of their records failed — are shown on the site but flagged and not ranked.
+Accepted runs that are partial — run with a ``--limit`` below :data:`MIN_SUBSET_RECORDS`, a single shard, no
+scored record, or more than :data:`MAX_FAILED_SHARE` of their records failed — are shown on the site but flagged
+and not ranked. A run on the first N >= :data:`MIN_SUBSET_RECORDS` records (:func:`subset_size`) is a fixed
+subset: ranked, but only against the ``null`` run of the same subset.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ def check_task(doc: dict, known: dict[str, KnownTask]) -> str | None:
 
 def settings_for(doc: dict, task: KnownTask) -> Settings:
     u = task.spec["uncertainty"]
+    sequential = task.spec.get("sequential") if task.spec.get("edit_mode") == "sequential" else None
     return Settings(levels=tuple(u["levels"]), floor=float(u["delta_floor"]), n_boot=int(u["bootstrap"]),
-                    seed=int(doc["provenance"]["seeds"]["bootstrap_seed"]))
+                    seed=int(doc["provenance"]["seeds"]["bootstrap_seed"]), sequential=sequential)
 
 
 def check_aggregates(run: Run, task: KnownTask) -> str | None:
@@ -104,11 +107,24 @@ def check_location(run: Run, root: Path) -> str | None:
     return None
 
 
+#: The fewest records a ``--limit`` run may cover and still be ranked, as a fixed subset of its task (the first N
+#: records, the same for every editor); below it a run is shown but flagged partial.
+MIN_SUBSET_RECORDS = 200
+
+
+def subset_size(doc: dict) -> int | None:
+    """N when the run scored only the first N records of its split (``--limit N`` cut the split short); None
+    for the whole split (no limit, or a limit at or above the split's size)."""
+    limit = doc["provenance"].get("limit")
+    return limit if limit is not None and doc["counts"]["records"] >= limit else None
+
+
 def flags(doc: dict) -> list[str]:
     """Why an accepted run is not ranked (empty: ranked)."""
     p, c = doc["provenance"], doc["counts"]
     out = []
-    if p.get("limit") is not None:
+    subset = subset_size(doc)
+    if subset is not None and subset < MIN_SUBSET_RECORDS:
         out.append(f"partial: --limit {p['limit']}")
     if p.get("shard"):
         out.append(f"one shard ({p['shard'].get('index')} of {p['shard'].get('count')})")
