@@ -99,6 +99,32 @@ def validate(submissions: Path, tasks_dir: Path | None) -> None:
     click.echo(summary)
 
 
+@leaderboard.command("table")
+@_SUBMISSIONS
+@_TASKS_DIR
+def table(submissions: Path, tasks_dir: Path | None) -> None:
+    """Print the board as a Markdown table: every accepted run, ranked per task as on the site (rank, or why a run
+    is not ranked), with Edit Success, generative adoption, Locality and ΔU with its 95% interval.
+
+    \b
+    Example:
+      editprobe leaderboard table --submissions leaderboard/submissions
+    """
+    from editprobe.leaderboard.known_tasks import load_known_tasks
+    from editprobe.leaderboard.site import board_rows, markdown_board
+    from editprobe.leaderboard.validation import validate_folder
+
+    if not submissions.is_dir():
+        raise click.ClickException(f"{submissions}: no such submissions folder")
+    known = load_known_tasks(tasks_dir) if tasks_dir else load_known_tasks()
+    report = validate_folder(submissions, known=known)
+    for rejection in report.rejected:
+        click.echo(str(rejection), err=True)
+    if report.rejected:
+        raise click.ClickException(f"{len(report.rejected)} run(s) rejected; no table printed")
+    click.echo(markdown_board(board_rows(report.accepted)), nl=False)
+
+
 @leaderboard.command("build")
 @_SUBMISSIONS
 @out_option(default=Path("build/site"), help="Where to write the site (replaced if it holds an earlier build).")

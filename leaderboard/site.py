@@ -24,7 +24,7 @@ from editprobe.resources import leaderboard_dir
 from editprobe.leaderboard import plots
 from editprobe.leaderboard.known_tasks import KnownTask, load_known_tasks, task_sort_key
 from editprobe.leaderboard.submissions import SAMPLES, Run, gzip_bytes
-from editprobe.leaderboard.validation import Report, validate_folder
+from editprobe.leaderboard.validation import MIN_SUBSET_RECORDS, Report, subset_size, validate_folder
 
 GUIDE = "SUBMITTING.md"   # the how-to-submit page, a package file (leaderboard/SUBMITTING.md)
 MARKER = ".editprobe-site"
@@ -36,7 +36,7 @@ TABLE_FIELDS = ("rank", "status", "excess", "model", "model_revision", "editor",
                 "adoption_ci_high", "locality", "locality_ci_low",
                 "locality_ci_high", "portability", "portability_ci_low", "portability_ci_high", "fluency",
                 "fluency_ci_low", "fluency_ci_high", "u_pre", "u_post", "delta_u", "delta_u_ci_low",
-                "delta_u_ci_high", "records", "ok", "failed", "date", "ranked", "flags", "page")
+                "delta_u_ci_high", "records", "subset", "ok", "failed", "date", "ranked", "flags", "page")
 
 
 class SiteError(ValueError):
@@ -67,7 +67,9 @@ def run_row(run: Run) -> dict:
            "task_version": p["task"]["version"], "task_hash": p["task"]["hash"],
            "u_pre": u["u_pre"]["value"], "u_post": u["u_post"]["value"], "delta_u": _estimate(u["delta_u"]),
            "adoption": _estimate((doc.get("adoption") or {}).get("new_post")),
-           "records": doc["counts"]["records"], "ok": doc["counts"]["ok"], "failed": doc["counts"]["failed"],
+           "dataset_fingerprint": p["dataset"].get("fingerprint"),
+           "records": doc["counts"]["records"], "subset": subset_size(doc), "ok": doc["counts"]["ok"],
+           "failed": doc["counts"]["failed"],
            "date": p["created"][:10], "created": p["created"], "flags": list(run.flags),
            "ranked": False, "rank": None, "status": None, "status_note": "", "excess": None}
     for key, _ in METRIC_COLUMNS:
@@ -75,15 +77,21 @@ def run_row(run: Run) -> dict:
     return row
 
 
+def floor_key(row: dict) -> tuple:
+    """Which null run sets a row's noise floor: same model, task, task hash and records (the same dataset, by its
+    fingerprint, and the whole split or the same fixed subset of its first N records)."""
+    return (row["model"], row["task"], row["task_hash"], row["dataset_fingerprint"], row["subset"])
+
+
 def noise_floors(rows: list[dict]) -> dict[tuple, dict]:
-    """The complete (unflagged) ``null`` run of each (model, task, task hash): its ΔU and the half-width of its 95%
-    CI. With several, the latest."""
+    """The complete (unflagged) ``null`` run of each :func:`floor_key`: its ΔU and the half-width of its 95% CI.
+    With several, the latest."""
     floors: dict[tuple, dict] = {}
     for row in sorted(rows, key=lambda r: r["created"]):
         d = row["delta_u"]
         if row["editor"] == "null" and not row["flags"] and d["value"] is not None:
             half = (d["ci_high"] - d["ci_low"]) / 2 if d["ci_low"] is not None and d["ci_high"] is not None else 0.0
-            floors[(row["model"], row["task"], row["task_hash"])] = {"delta_u": d["value"], "half_width": half}
+            floors[floor_key(row)] = {"delta_u": d["value"], "half_width": half}
     return floors
 
 
@@ -92,7 +100,8 @@ def classify(row: dict, floors: dict[tuple, dict]) -> None:
     the null run's own sampling noise, ``max(0, |ΔU - ΔU_null| - h_null)``, whichever way ΔU moved (an editor
     that collapses every answer to one string lowers U as surely as an unstable one raises it)."""
     d, reliability = row["delta_u"]["value"], row["reliability"]["value"]
-    floor = floors.get((row["model"], row["task"], row["task_hash"]))
+    floor = floors.get(floor_key(row))
+    on = f"the first {row['subset']} records" if row["subset"] is not None else "the whole split"
     if row["flags"]:
         row["status"], row["status_note"] = "partial", "; ".join(row["flags"])
     elif row["editor"] in CONTROLS:
@@ -103,13 +112,14 @@ def classify(row: dict, floors: dict[tuple, dict]) -> None:
         row["status"] = "did_not_take"
         row["status_note"] = f"Edit Success {_fmt(reliability)} is below {EDIT_TAKES}"
     elif floor is None or d is None:
-        row["status"], row["status_note"] = "no_floor", "no complete null run of this model and task to set the noise floor"
+        row["status"], row["status_note"] = "no_floor", f"no complete null run of this model and task on {on} to set the noise floor"
     else:
         row["status"], row["ranked"] = "ranked", True
         row["excess"] = max(0.0, abs(d - floor["delta_u"]) - floor["half_width"])
         row["distance"] = abs(d - floor["delta_u"])
         row["status_note"] = (f"|ΔU − ΔU_null| = {_fmt(row['distance'])} against the null run's "
-                              f"{_signed(floor['delta_u'])} ± {_fmt(floor['half_width'])}")
+                              f"{_signed(floor['delta_u'])} ± {_fmt(floor['half_width'])}"
+                              + (f" (fixed subset: {on})" if row["subset"] is not None else ""))
 
 
 _STATUS_ORDER = ("ranked", "no_floor", "did_not_take", "control", "partial")
@@ -141,7 +151,7 @@ def rank_rows(rows: list[dict]) -> list[dict]:
 def flat_row(row: dict) -> dict:
     """A row as CSV/JSON download fields."""
     out = {k: row[k] for k in ("rank", "status", "excess", "model", "model_revision", "editor", "task",
-                               "task_version", "task_hash", "u_pre", "u_post", "records", "ok", "failed", "date",
+                               "task_version", "task_hash", "u_pre", "u_post", "records", "subset", "ok", "failed", "date",
                                "ranked", "page")}
     for key in ("reliability", "adoption", "locality", "portability", "fluency", "delta_u"):
         est = row[key]
@@ -258,6 +268,37 @@ def guide_markdown(guide=None) -> tuple[str, str]:
     if not body:
         raise SiteError(f"{resource}: the submission guide is empty")
     return body, f"leaderboard/{GUIDE}" if guide is None else Path(guide).name
+
+
+def board_rows(runs: list[Run]) -> dict[str, list[dict]]:
+    """The overview's rows of accepted runs, ranked, per task in the site's order."""
+    rows = [run_row(r) for r in runs]
+    tasks = sorted({r["task"] for r in rows}, key=task_sort_key)
+    return {task: rank_rows([r for r in rows if r["task"] == task]) for task in tasks}
+
+
+def _pct(node: dict) -> str:
+    if node["value"] is None:
+        return "—"
+    ci = (f" [{100 * node['ci_low']:+.1f}, {100 * node['ci_high']:+.1f}]"
+          if node["ci_low"] is not None and node["ci_high"] is not None else "")
+    return f"{100 * node['value']:+.1f}%{ci}"
+
+
+def markdown_board(by_task: dict[str, list[dict]]) -> str:
+    """The board as one Markdown table (what ``editprobe leaderboard table`` prints): every accepted run, in the
+    site's order within each task; rank, or why the run is not ranked."""
+    head = ("| task | model | editor | rank | records | Edit Succ. | adoption | Locality | ΔU (95% CI) |\n"
+            "|---|---|---|---|--:|--:|--:|--:|---|\n")
+    lines = []
+    for task, rows in by_task.items():
+        for r in rows:
+            status = str(r["rank"]) if r["ranked"] else STATUS_TEXT[r["status"]]
+            records = f"{r['records']}" + (f" (first {r['subset']})" if r["subset"] is not None else "")
+            editor = r["editor"].replace("|", "\\|")
+            lines.append(f"| {task} | {r['model']} | {editor} | {status} | {records} | {_fmt(r['reliability']['value'])} "
+                         f"| {_fmt(r['adoption']['value'])} | {_fmt(r['locality']['value'])} | {_pct(r['delta_u'])} |")
+    return head + "\n".join(lines) + ("\n" if lines else "")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -389,7 +430,7 @@ def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | Non
     _write(stage / "data" / "all_runs.csv", to_csv(all_flat, TABLE_FIELDS))
     _write(stage / "data" / "all_runs.json", _json({"runs": all_flat}))
     common = {"version": __version__, "n_runs": len(runs), "metric_columns": METRIC_COLUMNS,
-              "edit_takes": EDIT_TAKES, "status_text": STATUS_TEXT}
+              "edit_takes": EDIT_TAKES, "min_subset": MIN_SUBSET_RECORDS, "status_text": STATUS_TEXT}
     _write(stage / "index.html", env.get_template("index.html").render(root="", sections=sections, **common))
     pages.append(out / "index.html")
     markdown, source = guide_markdown(guide)

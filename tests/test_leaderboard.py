@@ -404,6 +404,72 @@ def test_without_a_null_run_nothing_is_ranked(tmp_path):
     assert re.findall(r'<td data-sort="(\d*)" class="rank">', html.split('id="table-zsre"', 1)[1]) == [""] * 5
 
 
+def test_a_fixed_subset_is_ranked_against_the_null_run_on_the_same_records(tmp_path, monkeypatch):
+    """A --limit run covering at least MIN_SUBSET_RECORDS records is a fixed subset: ranked, but its noise floor is
+    the null run on the same first N records, never the whole split's. The fixtures have 2 records, so the
+    threshold is lowered to 2 here; the real one (200) flags the same runs partial."""
+    from editprobe.leaderboard import validation
+    from tests.leaderboard_fixtures import TASKS, file_run, load, derive
+
+    noop, noop_lines = load("zsre-noop")
+    ft, ft_lines = load("zsre-ft")
+    runs = {"null": derive(noop, noop_lines, editor="null", post_scale=1.02, limit=2),   # subset: first 2
+            "ft-a": derive(ft, ft_lines, editor="ft-a", post_scale=1.5, limit=2),       # subset: first 2
+            "ft-b": derive(ft, ft_lines, editor="ft-b", post_scale=0.9, limit=None),    # the whole split
+            "ft-c": derive(ft, ft_lines, editor="ft-c", post_scale=0.8, limit=5)}       # limit above the split: whole
+    for doc, lines in runs.values():
+        assert len(lines) == 2
+        file_run(tmp_path / "sub", doc, lines)
+    assert [validation.subset_size(runs[n][0]) for n in runs] == [2, 2, None, None]
+
+    monkeypatch.setattr(validation, "MIN_SUBSET_RECORDS", 2)
+    report, _ = build(tmp_path / "sub", tmp_path / "site", tasks_dir=TASKS)
+    assert report.ok
+    rows = {r["editor"]: r for r in json.loads((tmp_path / "site" / "data" / "zsre.json").read_text())["runs"]}
+    assert rows["ft-a"]["ranked"] and rows["ft-a"]["rank"] == 1 and rows["ft-a"]["subset"] == 2
+    # the floor is the subset's null: |ΔU_ft-a - ΔU_null| less that null run's half-width, by hand
+    null_doc = runs["null"][0]["uncertainty"]["U"]["delta_u"]
+    half = (null_doc["ci_high"] - null_doc["ci_low"]) / 2
+    expected = max(0.0, abs(ratio_of_means(runs["ft-a"][1]) - ratio_of_means(runs["null"][1])) - half)
+    assert rows["ft-a"]["excess"] == pytest.approx(expected, abs=1e-12)
+    # no null run covers the whole split, so the whole-split runs have no floor
+    assert rows["ft-b"]["status"] == rows["ft-c"]["status"] == "no_floor" and rows["ft-b"]["subset"] is None
+    table = (tmp_path / "site" / "index.html").read_text().split('id="table-zsre"', 1)[1]
+    assert table.count("(first 2)</span>") == 2
+
+    monkeypatch.setattr(validation, "MIN_SUBSET_RECORDS", 200)
+    report, _ = build(tmp_path / "sub", tmp_path / "site2", tasks_dir=TASKS)
+    rows = {r["editor"]: r for r in json.loads((tmp_path / "site2" / "data" / "zsre.json").read_text())["runs"]}
+    assert rows["ft-a"]["status"] == "partial" and rows["ft-a"]["flags"] == "partial: --limit 2"
+    assert not any(r["ranked"] for r in rows.values())
+
+
+def test_the_board_table_prints_every_run_in_the_ranking_order(tmp_path):
+    from tests.leaderboard_fixtures import TASKS, file_run, site_runs
+
+    runs = site_runs()
+    for doc, lines in runs.values():
+        file_run(tmp_path / "sub", doc, lines)
+    result = CliRunner().invoke(leaderboard_cli, ["table", "--submissions", str(tmp_path / "sub"),
+                                                  "--tasks-dir", str(TASKS)])
+    assert result.exit_code == 0, result.output
+    rows = [line.strip("|").split(" | ") for line in result.output.splitlines()[2:]]
+    order, _ = expected_order(runs)
+    assert [r[2].strip().replace("\\|", "|") for r in rows] == order
+    assert [r[3].strip() for r in rows] == ["1", "2", "edit did not take", "control", "not ranked", "not ranked"]
+    for r in rows:   # ΔU as a percentage, worked out from the samples here
+        editor = r[2].strip().replace("\\|", "|")
+        assert r[8].strip().startswith(f"{100 * ratio_of_means(runs[editor][1]):+.1f}% [")
+    assert rows[4][4].strip() == rows[5][4].strip() == "2 (first 2)"   # the two --limit 2 runs
+    assert rows[0][4].strip() == "2"   # no --limit: the whole split
+
+    (tmp_path / "sub" / "broken").mkdir()
+    (tmp_path / "sub" / "broken" / "results.json").write_text("{}")
+    result = CliRunner().invoke(leaderboard_cli, ["table", "--submissions", str(tmp_path / "sub"),
+                                                  "--tasks-dir", str(TASKS)])
+    assert result.exit_code != 0 and "rejected; no table printed" in result.output
+
+
 def test_site_downloads_match_the_table(site):
     out, runs, _ = site
     rows = list(csv.DictReader(io.StringIO((out / "data" / "zsre.csv").read_text())))
