@@ -57,5 +57,11 @@ def load_known_tasks(folder: Path | None = None) -> dict[str, KnownTask]:
     return known
 
 
-def task_sort_key(name: str) -> tuple[int, str]:
-    return (TASK_ORDER.index(name) if name in TASK_ORDER else len(TASK_ORDER), name)
+def task_sort_key(name: str) -> tuple[int, int, str]:
+    """Tasks by the config they score, in the dataset's order (a variant such as ``zsre-fast`` or
+    ``zsre_sequential`` after its config's own task), then the rest alphabetically."""
+    configs = [c for c in TASK_ORDER if name == c or name.startswith((f"{c}-", f"{c}_"))]
+    if not configs:
+        return (len(TASK_ORDER), 1, name)
+    config = max(configs, key=len)
+    return (TASK_ORDER.index(config), name != config, name)

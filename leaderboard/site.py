@@ -294,7 +294,7 @@ def markdown_board(by_task: dict[str, list[dict]]) -> str:
     for task, rows in by_task.items():
         for r in rows:
             status = str(r["rank"]) if r["ranked"] else STATUS_TEXT[r["status"]]
-            records = f"{r['records']}" + (f" (first {r['subset']})" if r["subset"] is not None else "")
+            records = f"first {r['subset']}" if r["subset"] is not None else f"{r['records']}"
             editor = r["editor"].replace("|", "\\|")
             lines.append(f"| {task} | {r['model']} | {editor} | {status} | {records} | {_fmt(r['reliability']['value'])} "
                          f"| {_fmt(r['adoption']['value'])} | {_fmt(r['locality']['value'])} | {_pct(r['delta_u'])} |")

@@ -435,7 +435,7 @@ def test_a_fixed_subset_is_ranked_against_the_null_run_on_the_same_records(tmp_p
     # no null run covers the whole split, so the whole-split runs have no floor
     assert rows["ft-b"]["status"] == rows["ft-c"]["status"] == "no_floor" and rows["ft-b"]["subset"] is None
     table = (tmp_path / "site" / "index.html").read_text().split('id="table-zsre"', 1)[1]
-    assert table.count("(first 2)</span>") == 2
+    assert table.count(">first 2</span>") == 2
 
     monkeypatch.setattr(validation, "MIN_SUBSET_RECORDS", 200)
     report, _ = build(tmp_path / "sub", tmp_path / "site2", tasks_dir=TASKS)
@@ -460,7 +460,7 @@ def test_the_board_table_prints_every_run_in_the_ranking_order(tmp_path):
     for r in rows:   # ΔU as a percentage, worked out from the samples here
         editor = r[2].strip().replace("\\|", "|")
         assert r[8].strip().startswith(f"{100 * ratio_of_means(runs[editor][1]):+.1f}% [")
-    assert rows[4][4].strip() == rows[5][4].strip() == "2 (first 2)"   # the two --limit 2 runs
+    assert rows[4][4].strip() == rows[5][4].strip() == "first 2"   # the two --limit 2 runs
     assert rows[0][4].strip() == "2"   # no --limit: the whole split
 
     (tmp_path / "sub" / "broken").mkdir()
