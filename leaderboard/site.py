@@ -112,7 +112,8 @@ def classify(row: dict, floors: dict[tuple, dict]) -> None:
         row["status"] = "did_not_take"
         row["status_note"] = f"Edit Success {_fmt(reliability)} is below {EDIT_TAKES}"
     elif floor is None or d is None:
-        row["status"], row["status_note"] = "no_floor", f"no complete null run of this model and task on {on} to set the noise floor"
+        row["status"] = "no_floor"
+        row["status_note"] = f"no complete null run of this model and task on {on} to set the noise floor"
     else:
         row["status"], row["ranked"] = "ranked", True
         row["excess"] = max(0.0, abs(d - floor["delta_u"]) - floor["half_width"])
@@ -151,8 +152,8 @@ def rank_rows(rows: list[dict]) -> list[dict]:
 def flat_row(row: dict) -> dict:
     """A row as CSV/JSON download fields."""
     out = {k: row[k] for k in ("rank", "status", "excess", "model", "model_revision", "editor", "task",
-                               "task_version", "task_hash", "u_pre", "u_post", "records", "subset", "ok", "failed", "date",
-                               "ranked", "page")}
+                               "task_version", "task_hash", "u_pre", "u_post", "records", "subset", "ok", "failed",
+                               "date", "ranked", "page")}
     for key in ("reliability", "adoption", "locality", "portability", "fluency", "delta_u"):
         est = row[key]
         out.update({key: est["value"], f"{key}_ci_low": est["ci_low"], f"{key}_ci_high": est["ci_high"]})
@@ -296,8 +297,9 @@ def markdown_board(by_task: dict[str, list[dict]]) -> str:
             status = str(r["rank"]) if r["ranked"] else STATUS_TEXT[r["status"]]
             records = f"first {r['subset']}" if r["subset"] is not None else f"{r['records']}"
             editor = r["editor"].replace("|", "\\|")
-            lines.append(f"| {task} | {r['model']} | {editor} | {status} | {records} | {_fmt(r['reliability']['value'])} "
-                         f"| {_fmt(r['adoption']['value'])} | {_fmt(r['locality']['value'])} | {_pct(r['delta_u'])} |")
+            lines.append(f"| {task} | {r['model']} | {editor} | {status} | {records} "
+                         f"| {_fmt(r['reliability']['value'])} | {_fmt(r['adoption']['value'])} "
+                         f"| {_fmt(r['locality']['value'])} | {_pct(r['delta_u'])} |")
     return head + "\n".join(lines) + ("\n" if lines else "")
 
 
