@@ -127,11 +127,11 @@ _STATUS_ORDER = ("ranked", "no_floor", "did_not_take", "control", "partial")
 
 
 def _order(row: dict) -> tuple:
-    """Ranked runs first, by excess over the noise floor (then distance, then higher Edit Success); the rest
-    grouped by status, each by ΔU."""
+    """Ranked runs first, by excess over the noise floor (then distance, then higher Edit Success), whatever their
+    model; the rest grouped by status, then by model, each by ΔU."""
     d, r = row["delta_u"]["value"], row["reliability"]["value"]
     return (_STATUS_ORDER.index(row["status"]), row["excess"] if row["excess"] is not None else 0.0,
-            row.get("distance", 0.0), d is None, d if d is not None else 0.0,
+            row.get("distance", 0.0), "" if row["ranked"] else row["model"], d is None, d if d is not None else 0.0,
             -(r if r is not None else -1.0), row["model"], row["editor"])
 
 
