@@ -9,6 +9,7 @@ so the site works from ``file://`` and from any static host.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -67,7 +68,7 @@ def run_row(run: Run) -> dict:
            "task_version": p["task"]["version"], "task_hash": p["task"]["hash"],
            "u_pre": u["u_pre"]["value"], "u_post": u["u_post"]["value"], "delta_u": _estimate(u["delta_u"]),
            "adoption": _estimate((doc.get("adoption") or {}).get("new_post")),
-           "dataset_fingerprint": p["dataset"].get("fingerprint"),
+           "records_digest": records_digest(run),
            "records": doc["counts"]["records"], "subset": subset_size(doc), "ok": doc["counts"]["ok"],
            "failed": doc["counts"]["failed"],
            "date": p["created"][:10], "created": p["created"], "flags": list(run.flags),
@@ -77,10 +78,17 @@ def run_row(run: Run) -> dict:
     return row
 
 
+def records_digest(run: Run) -> str:
+    """What identifies the records a run scored: a digest of its record ids (the edit steps of a sequential run;
+    failed records count, they were attempted)."""
+    ids = sorted(str(x.get("id")) for x in run.samples or [] if isinstance(x, dict) and x.get("kind") != "panel")
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+
+
 def floor_key(row: dict) -> tuple:
-    """Which null run sets a row's noise floor: same model, task, task hash and records (the same dataset, by its
-    fingerprint, and the whole split or the same fixed subset of its first N records)."""
-    return (row["model"], row["task"], row["task_hash"], row["dataset_fingerprint"], row["subset"])
+    """Which null run sets a row's noise floor: same model, task, task hash and the same records (by their ids:
+    the whole split, or the same fixed subset)."""
+    return (row["model"], row["task"], row["task_hash"], row["records_digest"])
 
 
 def noise_floors(rows: list[dict]) -> dict[tuple, dict]:
@@ -113,7 +121,8 @@ def classify(row: dict, floors: dict[tuple, dict]) -> None:
         row["status_note"] = f"Edit Success {_fmt(reliability)} is below {EDIT_TAKES}"
     elif floor is None or d is None:
         row["status"] = "no_floor"
-        row["status_note"] = f"no complete null run of this model and task on {on} to set the noise floor"
+        row["status_note"] = (f"no complete null run of this model and task on the same records ({on}) to set "
+                              "the noise floor")
     else:
         row["status"], row["ranked"] = "ranked", True
         row["excess"] = max(0.0, abs(d - floor["delta_u"]) - floor["half_width"])

@@ -406,8 +406,9 @@ def test_without_a_null_run_nothing_is_ranked(tmp_path):
 
 def test_a_fixed_subset_is_ranked_against_the_null_run_on_the_same_records(tmp_path, monkeypatch):
     """A --limit run covering at least MIN_SUBSET_RECORDS records is a fixed subset: ranked, but its noise floor is
-    the null run on the same first N records, never the whole split's. The fixtures have 2 records, so the
-    threshold is lowered to 2 here; the real one (200) flags the same runs partial."""
+    the null run on the same records (by their ids), never one on other records. The fixtures have 2 records, so
+    the threshold is lowered to 2 here; the real one (200) flags the same runs partial. The two whole-split runs
+    keep one of the two records, so no null run shares their records."""
     from editprobe.leaderboard import validation
     from tests.leaderboard_fixtures import TASKS, file_run, load, derive
 
@@ -415,12 +416,12 @@ def test_a_fixed_subset_is_ranked_against_the_null_run_on_the_same_records(tmp_p
     ft, ft_lines = load("zsre-ft")
     runs = {"null": derive(noop, noop_lines, editor="null", post_scale=1.02, limit=2),   # subset: first 2
             "ft-a": derive(ft, ft_lines, editor="ft-a", post_scale=1.5, limit=2),       # subset: first 2
-            "ft-b": derive(ft, ft_lines, editor="ft-b", post_scale=0.9, limit=None),    # the whole split
-            "ft-c": derive(ft, ft_lines, editor="ft-c", post_scale=0.8, limit=5)}       # limit above the split: whole
+            "ft-b": derive(ft, ft_lines[:1], editor="ft-b", post_scale=0.9, limit=None),    # the whole split
+            "ft-c": derive(ft, ft_lines[:1], editor="ft-c", post_scale=0.8, limit=5)}       # limit above it: whole
     for doc, lines in runs.values():
-        assert len(lines) == 2
         file_run(tmp_path / "sub", doc, lines)
     assert [validation.subset_size(runs[n][0]) for n in runs] == [2, 2, None, None]
+    assert [len(runs[n][1]) for n in runs] == [2, 2, 1, 1]
 
     monkeypatch.setattr(validation, "MIN_SUBSET_RECORDS", 2)
     report, _ = build(tmp_path / "sub", tmp_path / "site", tasks_dir=TASKS)
