@@ -159,3 +159,29 @@ def test_hostile_name_renders_as_text_on_the_overview_and_its_run_page(page, sit
     page.wait_for_load_state("load")
     assert page.url.endswith("/submit.html") and "editprobe submit" in page.text_content("article.prose")
     recorder.assert_clean()
+
+
+def test_the_committed_board_lists_every_committed_run_and_is_screenshotted(page, tmp_path):
+    """The site built from leaderboard/submissions: one section per task, each row a committed run (read from the
+    folder names), both models; the screenshot is the board as a visitor sees it."""
+    from editprobe.leaderboard.site import build
+    from tests.test_board import BOARD_MODELS, BOARD_TASKS, COMMITTED, committed_runs
+
+    page, recorder = page
+    report, _ = build(COMMITTED, tmp_path / "site")
+    assert report.ok
+    page.goto((tmp_path / "site" / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    runs = committed_runs()
+    for task in {p.parts[-2] for p in runs}:
+        expected = sorted((p.parts[-4], p.parts[-3]) for p in runs if p.parts[-2] == task)
+        shown = page.eval_on_selector_all(f"#table-{task} tbody tr",
+                                          "rows => rows.map(r => [r.dataset.model, r.dataset.editor])")
+        assert sorted(map(tuple, shown)) == expected, task
+    assert {p.parts[-4] for p in runs} >= set(BOARD_MODELS)
+    for task in BOARD_TASKS:
+        assert page.locator(f"#task-{task}").count() == 1
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "leaderboard-committed.png"), full_page=True)
+    assert (ARTIFACTS / "leaderboard-committed.png").stat().st_size > 10_000
+    recorder.assert_clean()
