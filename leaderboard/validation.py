@@ -12,7 +12,7 @@ A run is accepted when
 Accepted runs that are partial — run with a ``--limit`` below :data:`MIN_SUBSET_RECORDS`, a single shard, no
 scored record, or more than :data:`MAX_FAILED_SHARE` of their records failed — are shown on the site but flagged
 and not ranked. A run on the first N >= :data:`MIN_SUBSET_RECORDS` records (:func:`subset_size`) is a fixed
-subset: ranked, but only against the ``null`` run of the same subset.
+subset: ranked, but only against the ``null`` run on the same records.
 """
 
 from __future__ import annotations
@@ -113,8 +113,9 @@ MIN_SUBSET_RECORDS = 200
 
 
 def subset_size(doc: dict) -> int | None:
-    """N when the run scored only the first N records of its split (``--limit N`` cut the split short); None
-    for the whole split (no limit, or a limit at or above the split's size)."""
+    """N when the run scored the first N records of its split under ``--limit N``; None for the whole split (no
+    limit, or a limit above the split's size). A limit equal to the split's size cannot be told apart from a
+    subset and counts as one."""
     limit = doc["provenance"].get("limit")
     return limit if limit is not None and doc["counts"]["records"] >= limit else None
 
