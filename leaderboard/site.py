@@ -425,11 +425,11 @@ def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | Non
     assign_slugs(runs, submissions)
     env = environment()
     by_slug = {r.slug: r for r in runs}
-    rows = [run_row(r) for r in runs]
-    task_names = sorted({*known, *(r["task"] for r in rows)}, key=task_sort_key)
+    ranked = board_rows(runs)
+    task_names = sorted({*known, *ranked}, key=task_sort_key)
     sections, pages = [], []
     for task in task_names:
-        task_rows = rank_rows([r for r in rows if r["task"] == task])
+        task_rows = ranked.get(task, [])
         models = sorted({r["model"] for r in task_rows})
         names = _figures(task_rows, by_slug, task, known.get(task), models, stage) if task_rows else ("", "", "", "")
         sections.append(TaskSection(task, known.get(task), task_rows, models,
@@ -448,7 +448,7 @@ def render_site(runs: list[Run], out: Path, *, known: dict[str, KnownTask] | Non
     _write(stage / "submit.html", env.get_template("submit.html").render(
         root="", body=render_markdown(markdown), source=source, **common))
     pages.append(out / "submit.html")
-    classified = {r["slug"]: r for r in rows}
+    classified = {r["slug"]: r for task_rows in ranked.values() for r in task_rows}
     for run in runs:
         pages.append(out / _run_page(run, env, stage, known, common, classified[run.slug]))
     for asset in (leaderboard_dir() / "static").iterdir():
